@@ -1,0 +1,21 @@
+# Set-up and checks for castseg. `make setup` creates .venv with the CPU build of PyTorch.
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: setup test lint demo
+
+setup: $(BIN)/castseg
+
+$(BIN)/castseg: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[dev,export]"
+	touch $@
+
+test: setup
+	$(BIN)/ruff check castseg tests benchmarks
+	$(BIN)/pytest -q
+
+demo: setup
+	$(BIN)/castseg demo
