@@ -78,6 +78,20 @@ class Predictions(LayerPredictions):
         """Auxiliary layers followed by the final layer."""
         return [*self.aux, LayerPredictions(self.mask_logits, self.class_logits)]
 
+    def narrow(self, start: int, length: int) -> Predictions:
+        """The predictions of images start … start+length-1 of the batch."""
+        return Predictions(
+            self.mask_logits.narrow(0, start, length),
+            self.class_logits.narrow(0, start, length),
+            None if self.embeddings is None else self.embeddings.narrow(0, start, length),
+            [
+                LayerPredictions(
+                    a.mask_logits.narrow(0, start, length), a.class_logits.narrow(0, start, length)
+                )
+                for a in self.aux
+            ],
+        )
+
     def detach(self) -> Predictions:
         return Predictions(
             self.mask_logits.detach(),

@@ -1,0 +1,384 @@
+"""The embedded synthetic world: procedural instance-segmentation scenes in two domains.
+
+Every image holds 2–15 instances of five shape classes. A class has its own shape, a typical hue
+and a typical texture, so it can be learned from shape and appearance. Instances are painted in
+order and later ones occlude earlier ones; the annotation is the visible mask. Same-class instances
+are often placed next to each other so that they touch or overlap. An instance left with fewer
+than 30 visible pixels (at 112 × 112) is not annotated.
+
+The `target` domain differs from `source` in palette (hue shift, lower saturation), texture
+contrast and stripe frequency, object scale, blur and noise, and a darker, blotchy background full
+of distractor shapes that are not instances. Shapes and class hues stay recognisable, so a model
+trained on `source` transfers only partially to `target`.
+
+`generate_world` writes each split as a COCO dataset: `<out>/<split>/images/*.png` and
+`<out>/<split>/instances.json` (RLE masks), plus `<out>/world.json` recording the spec.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import re
+import shutil
+import tempfile
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.random import Generator
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+CLASS_NAMES = ("disc", "box", "triangle", "ring", "cross")
+CLASS_HUES = (0.0, 0.60, 0.33, 0.12, 0.80)  # HSV hue in [0, 1) of each class in the source domain
+MIN_INSTANCES, MAX_INSTANCES = 2, 15
+WORLD_FILE = "world.json"
+GENERATOR_VERSION = 1
+_REFERENCE_SIDE = 112  # sizes below are in pixels of a 112 × 112 image and scale with the image
+_MIN_VISIBLE_AREA = 30
+_SAME_CLASS_NEIGHBOUR_PROB = 0.4
+Array = np.ndarray
+Shaded = tuple[Array, Array]  # shape mask [H, W] bool, brightness [H, W] float
+
+
+@dataclass(frozen=True)
+class DomainStyle:
+    """How one domain renders its scenes.
+
+    Lengths (scale multiplies object radii, stripe_period) are in pixels of a 112-pixel image;
+    saturation and texture_contrast scale the class colours and textures; background_blotches is
+    the amplitude of low-frequency background noise; noise_std that of per-pixel noise.
+    """
+
+    hue_shift: float
+    saturation: float
+    scale: float
+    texture_contrast: float
+    stripe_period: float
+    background_rgb: tuple[float, float, float]
+    background_blotches: float
+    clutter: tuple[int, int]  # inclusive range of distractor shapes per image
+    blur_passes: int
+    noise_std: float
+
+
+DOMAIN_STYLES = {
+    "source": DomainStyle(
+        hue_shift=0.0,
+        saturation=1.0,
+        scale=1.0,
+        texture_contrast=1.0,
+        stripe_period=6.0,
+        background_rgb=(0.82, 0.80, 0.74),
+        background_blotches=0.04,
+        clutter=(0, 2),
+        blur_passes=0,
+        noise_std=0.02,
+    ),
+    "target": DomainStyle(
+        hue_shift=0.06,
+        saturation=0.75,
+        scale=0.75,
+        texture_contrast=0.6,
+        stripe_period=3.5,
+        background_rgb=(0.36, 0.38, 0.42),
+        background_blotches=0.15,
+        clutter=(4, 10),
+        blur_passes=1,
+        noise_std=0.06,
+    ),
+}
+DEFAULT_COUNTS = {"source_train": 120, "source_val": 30, "target_train": 120, "target_val": 30}
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """What to generate. A split named `<domain>_<name>` is drawn from that domain's style.
+
+    image_size: (H, W). counts: images per split.
+    """
+
+    image_size: tuple[int, int] = (112, 112)
+    seed: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_COUNTS))
+
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if len(self.image_size) != 2 or min(self.image_size) < 32:
+            raise ValueError(f"image_size must be (H, W) with H, W >= 32, got {self.image_size}")
+        for split, count in self.counts.items():
+            if not re.fullmatch(r"(source|target)_[a-z0-9_]+", split):
+                raise ValueError(
+                    f"split names must look like source_<name> or target_<name> "
+                    f"(lowercase, digits, _), got {split!r}"
+                )
+            if count < 0:
+                raise ValueError(f"counts[{split!r}] must be >= 0, got {count}")
+
+
+def generate_world(out_dir: str | Path, spec: WorldSpec | None = None) -> dict[str, Path]:
+    """Write the world described by `spec` to `out_dir`; returns split → instances.json path.
+
+    A folder that already holds a world of the same spec is reused as it is. The world is built in
+    a temporary sibling folder and renamed into place, so an interrupted run leaves no partial
+    world; an existing world of another spec is replaced, any other non-empty folder is an error.
+    """
+    spec = spec or WorldSpec()
+    out_dir = Path(out_dir)
+    manifest = _manifest(spec)
+    if _holds_world(out_dir, manifest):
+        return _annotation_files(out_dir, spec)
+    not_a_world = out_dir.exists() and not (out_dir / WORLD_FILE).is_file()
+    if not_a_world and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ValueError(
+            f"{out_dir} is neither an empty folder nor a world ({WORLD_FILE} is missing); "
+            "refusing to replace it"
+        )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        tmp.chmod(0o755)
+        for split, count in spec.counts.items():
+            _write_split(tmp / split, split, count, spec)
+        (tmp / WORLD_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        if _holds_world(out_dir, manifest):  # another process finished the same world first
+            shutil.rmtree(tmp)
+        elif out_dir.exists():
+            old = out_dir.with_name(tmp.name + ".old")
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _annotation_files(out_dir, spec)
+
+
+def render_scene(
+    rng: Generator, image_size: tuple[int, int], domain: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw one scene.
+
+    Returns image [H, W, 3] uint8, visible masks [M, H, W] bool and labels [M] (indices into
+    CLASS_NAMES), with MIN_INSTANCES <= M <= MAX_INSTANCES.
+    """
+    style = DOMAIN_STYLES[domain]
+    height, width = image_size
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
+    unit = min(height, width) / _REFERENCE_SIDE
+    backdrop = _background(rng, yy, xx, style)
+    for _ in range(rng.integers(style.clutter[0], style.clutter[1] + 1)):
+        _draw_distractor(rng, backdrop, yy, xx, unit)
+    min_area = _MIN_VISIBLE_AREA * height * width / _REFERENCE_SIDE**2
+    while True:  # redraw the instances until enough of them stay visible
+        canvas = backdrop.copy()
+        owner = np.full((height, width), -1)
+        labels = []
+        placed: list[tuple[float, float, float]] = []
+        for i in range(rng.integers(MIN_INSTANCES, MAX_INSTANCES + 1)):
+            label, cy, cx, radius = _place(rng, labels, placed, height, width, unit * style.scale)
+            angle = rng.uniform(0, 2 * np.pi)
+            dy, dx = yy - cy, xx - cx
+            u = dx * np.cos(angle) + dy * np.sin(angle)
+            v = -dx * np.sin(angle) + dy * np.cos(angle)
+            mask, shade = _SHAPES[label](rng, u, v, radius, style.stripe_period * unit)
+            shade = 1.0 + style.texture_contrast * (shade - 1.0)
+            canvas[mask] = _instance_colour(rng, label, style) * shade[mask][:, None]
+            owner[mask] = i
+            labels.append(label)
+            placed.append((cy, cx, radius))
+        masks = owner[None] == np.arange(len(labels))[:, None, None]
+        keep = masks.sum(axis=(1, 2)) >= min_area
+        if keep.sum() >= MIN_INSTANCES:
+            break
+    canvas = _blur(canvas, style.blur_passes)
+    canvas += rng.normal(0.0, style.noise_std, canvas.shape)
+    image = np.round(np.clip(canvas, 0.0, 1.0) * 255).astype(np.uint8)
+    return image, masks[keep], np.asarray(labels)[keep]
+
+
+def _place(
+    rng: Generator,
+    labels: list[int],
+    placed: list[tuple[float, float, float]],
+    height: int,
+    width: int,
+    unit: float,
+) -> tuple[int, float, float, float]:
+    """Class, centre (y, x) and radius of the next instance; often a same-class neighbour."""
+    if placed and rng.random() < _SAME_CLASS_NEIGHBOUR_PROB:
+        j = int(rng.integers(len(placed)))
+        cy, cx, radius_j = placed[j]
+        radius = radius_j * rng.uniform(0.85, 1.15)
+        # distance below the sum of radii overlaps, near it the two shapes touch
+        distance = (radius + radius_j) * rng.uniform(0.6, 1.05)
+        direction = rng.uniform(0, 2 * np.pi)
+        return (
+            labels[j],
+            cy + distance * np.sin(direction),
+            cx + distance * np.cos(direction),
+            radius,
+        )
+    radius = rng.uniform(7.0, 16.0) * unit
+    label = int(rng.integers(len(CLASS_NAMES)))
+    margin = 0.2 * radius
+    return label, rng.uniform(margin, height - margin), rng.uniform(margin, width - margin), radius
+
+
+def _disc(rng: Generator, u: Array, v: Array, radius: float, period: float) -> Shaded:
+    """Ellipse with sphere-like radial shading."""
+    e = (u / radius) ** 2 + (v / (radius * rng.uniform(0.8, 1.0))) ** 2
+    return e <= 1.0, 1.15 - 0.45 * e
+
+
+def _box(rng: Generator, u: Array, v: Array, radius: float, period: float) -> Shaded:
+    """Rectangle with stripes."""
+    half_v = 0.9 * radius * rng.uniform(0.55, 1.0)
+    mask = (np.abs(u) <= 0.9 * radius) & (np.abs(v) <= half_v)
+    return mask, 0.9 + 0.2 * np.sign(np.sin(2 * np.pi * u / period))
+
+
+def _triangle(rng: Generator, u: Array, v: Array, radius: float, period: float) -> Shaded:
+    """Equilateral triangle (circumradius `radius`) with a linear gradient."""
+    normals = np.pi / 2 + np.arange(3) * 2 * np.pi / 3
+    mask = np.ones(u.shape, dtype=bool)
+    for normal in normals:
+        mask &= u * np.cos(normal) + v * np.sin(normal) <= radius / 2
+    return mask, 0.95 + 0.3 * v / radius
+
+
+def _ring(rng: Generator, u: Array, v: Array, radius: float, period: float) -> Shaded:
+    """Annulus with eight alternating light and dark sectors."""
+    d = np.hypot(u, v)
+    mask = (d <= radius) & (d >= radius * rng.uniform(0.45, 0.6))
+    sector = np.floor((np.arctan2(v, u) + np.pi) * 4 / np.pi) % 2
+    return mask, 0.85 + 0.3 * sector
+
+
+def _cross(rng: Generator, u: Array, v: Array, radius: float, period: float) -> Shaded:
+    """Plus sign with speckle."""
+    arm = 0.32 * radius
+    au, av = np.abs(u), np.abs(v)
+    mask = ((au <= arm) & (av <= radius)) | ((au <= radius) & (av <= arm))
+    return mask, 0.8 + 0.4 * rng.random(u.shape)
+
+
+_SHAPES = (_disc, _box, _triangle, _ring, _cross)  # aligned with CLASS_NAMES
+
+
+def _instance_colour(rng: Generator, label: int, style: DomainStyle) -> np.ndarray:
+    hue = (CLASS_HUES[label] + style.hue_shift + rng.normal(0.0, 0.02)) % 1.0
+    saturation = style.saturation * rng.uniform(0.6, 0.9)
+    return np.asarray(colorsys.hsv_to_rgb(hue, saturation, rng.uniform(0.6, 0.9)))
+
+
+def _background(rng: Generator, yy: Array, xx: Array, style: DomainStyle) -> np.ndarray:
+    """Base colour with a linear gradient and low-frequency blotches, [H, W, 3] float."""
+    direction = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(direction) * xx + np.sin(direction) * yy) / max(yy.shape)
+    blotches = _smooth_noise(rng, yy.shape, cells=6) - 0.5
+    base = np.asarray(style.background_rgb) * rng.uniform(0.9, 1.1, 3)
+    light = 0.08 * (ramp - 0.5) + 2 * style.background_blotches * blotches
+    return base[None, None] + light[..., None]
+
+
+def _smooth_noise(rng: Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
+    """Bilinearly upsampled uniform noise on a (cells+1)² grid, [H, W] in [0, 1]."""
+    coarse = rng.random((cells + 1, cells + 1))
+    ys, xs = np.linspace(0, cells, shape[0]), np.linspace(0, cells, shape[1])
+    y0, x0 = np.minimum(ys.astype(int), cells - 1), np.minimum(xs.astype(int), cells - 1)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    top = coarse[y0][:, x0] * (1 - fx) + coarse[y0][:, x0 + 1] * fx
+    bottom = coarse[y0 + 1][:, x0] * (1 - fx) + coarse[y0 + 1][:, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _draw_distractor(rng: Generator, canvas: Array, yy: Array, xx: Array, unit: float) -> None:
+    """Paint a greyish stroke or blob that is not an instance."""
+    height, width = yy.shape
+    colour = np.asarray(
+        colorsys.hsv_to_rgb(rng.random(), rng.uniform(0, 0.15), rng.uniform(0.2, 1))
+    )
+    y0, x0 = rng.uniform(0, height), rng.uniform(0, width)
+    if rng.random() < 0.5:
+        length, direction = rng.uniform(10, 40) * unit, rng.uniform(0, 2 * np.pi)
+        ey, ex = length * np.sin(direction), length * np.cos(direction)
+        t = np.clip(((yy - y0) * ey + (xx - x0) * ex) / length**2, 0.0, 1.0)
+        mask = np.hypot(yy - y0 - t * ey, xx - x0 - t * ex) <= rng.uniform(0.7, 1.6) * unit
+    else:
+        mask = np.hypot(yy - y0, xx - x0) <= rng.uniform(2, 5) * unit
+    canvas[mask] = colour
+
+
+def _blur(image: np.ndarray, passes: int) -> np.ndarray:
+    """Separable [1, 2, 1] / 4 smoothing of [H, W, 3], repeated `passes` times."""
+    for _ in range(passes):
+        for axis in (0, 1):
+            padded = np.pad(image, [(1, 1) if a == axis else (0, 0) for a in range(3)], "edge")
+            lo, mid, hi = (np.take(padded, range(k, k + image.shape[axis]), axis) for k in range(3))
+            image = 0.25 * lo + 0.5 * mid + 0.25 * hi
+    return image
+
+
+def _write_split(split_dir: Path, split: str, count: int, spec: WorldSpec) -> None:
+    domain = split.split("_", 1)[0]
+    (split_dir / "images").mkdir(parents=True)
+    images, annotations = [], []
+    for index in range(count):
+        # one generator per image: images do not depend on the counts of other splits
+        rng = np.random.default_rng([spec.seed, zlib.crc32(split.encode()), index])
+        image, masks, labels = render_scene(rng, spec.image_size, domain)
+        image_id, file_name = index + 1, f"{index + 1:06d}.png"
+        Image.fromarray(image).save(split_dir / "images" / file_name)
+        images.append(
+            dict(id=image_id, file_name=file_name, height=image.shape[0], width=image.shape[1])
+        )
+        for mask, label in zip(masks, labels, strict=True):
+            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label) + 1,
+                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
+                    "area": int(mask.sum()),
+                    "bbox": [float(b) for b in mask_utils.toBbox(rle)],
+                    "iscrowd": 0,
+                }
+            )
+    categories = [
+        {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASS_NAMES)
+    ]
+    coco = {
+        "info": {"description": f"castseg synthetic world, split {split}", "domain": domain},
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
+    (split_dir / "instances.json").write_text(json.dumps(coco))
+
+
+def _manifest(spec: WorldSpec) -> dict:
+    # a JSON round trip turns tuples into lists, as they read back from disk
+    return json.loads(
+        json.dumps({"generator": __name__, "version": GENERATOR_VERSION, "spec": asdict(spec)})
+    )
+
+
+def _holds_world(out_dir: Path, manifest: dict) -> bool:
+    try:
+        found = json.loads((out_dir / WORLD_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return found == manifest and all(
+        (out_dir / split / "instances.json").is_file() for split in manifest["spec"]["counts"]
+    )
+
+
+def _annotation_files(out_dir: Path, spec: WorldSpec) -> dict[str, Path]:
+    return {split: out_dir / split / "instances.json" for split in spec.counts}
