@@ -1,0 +1,123 @@
+"""Model checkpoints that are enough to predict: architecture, weights, classes and input size.
+
+A checkpoint is a torch file holding plain data only (it loads with `weights_only=True`):
+
+    format         "castseg-model-v1"
+    model_args     `Student.config_dict()`, the `build_student` arguments (no hub access needed)
+    state_dict     the weights, on CPU
+    categories     [{"id", "name"}, ...] in class-index order
+    image_size     [H, W] of the evaluation view (`ResizeView`)
+    normalization  {"mean", "std"}: the ImageNet statistics the model applies to [0, 1] RGB itself
+    extra          caller's plain data (stage, step, config ...)
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from castseg.data.coco import CategoryMap
+from castseg.io import atomic_write
+from castseg.models.encoder import IMAGENET_MEAN, IMAGENET_STD
+from castseg.models.student import Student, build_student
+
+CHECKPOINT_FORMAT = "castseg-model-v1"
+_KEYS = ("model_args", "state_dict", "categories", "image_size")
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A rebuilt model (eval mode) with what it needs to predict."""
+
+    model: Student
+    category_map: CategoryMap
+    image_size: tuple[int, int]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: Student,
+    *,
+    category_map: CategoryMap,
+    image_size: tuple[int, int],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write `model` to `path` atomically and return the path.
+
+    image_size: (H, W) of the view the model is evaluated at. extra: plain data only (numbers,
+    strings, lists, dicts, tensors) so the file loads without unpickling arbitrary objects.
+    """
+    num_classes = model.config_dict()["num_classes"]
+    if len(category_map) != num_classes:
+        raise ValueError(
+            f"the model predicts {num_classes} classes but the category map has "
+            f"{len(category_map)}: {list(category_map.names)}"
+        )
+    if len(image_size) != 2 or min(image_size) < 1:
+        raise ValueError(f"image_size must be (H, W) with positive integers, got {image_size}")
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "model_args": model.config_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "categories": [
+            {"id": i, "name": n} for i, n in zip(category_map.ids, category_map.names, strict=True)
+        ],
+        "image_size": [int(image_size[0]), int(image_size[1])],
+        "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "extra": dict(extra or {}),
+    }
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model of a checkpoint on `map_location`, in eval mode.
+
+    Raises FileNotFoundError for a missing file and ValueError, naming the file, for a file that
+    is not a castseg model checkpoint or whose weights do not fit its architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as err:
+        raise ValueError(f"{path} is not a castseg checkpoint (cannot load it: {err})") from err
+    found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+    if found != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{path} is not a castseg model checkpoint: format {found!r}, "
+            f"expected {CHECKPOINT_FORMAT!r}"
+        )
+    missing = [key for key in _KEYS if key not in payload]
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks the keys {missing}")
+
+    try:
+        model = build_student(**payload["model_args"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {path}: cannot rebuild the model: {err}") from err
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(f"checkpoint {path}: weights do not fit the model: {err}") from err
+    category_map = CategoryMap.from_categories(payload["categories"], path)
+    if len(category_map) != payload["model_args"]["num_classes"]:
+        raise ValueError(
+            f"checkpoint {path}: {len(category_map)} categories but the model predicts "
+            f"{payload['model_args']['num_classes']} classes"
+        )
+    height, width = payload["image_size"]
+    return LoadedCheckpoint(
+        model=model.to(map_location).eval(),
+        category_map=category_map,
+        image_size=(int(height), int(width)),
+        extra=dict(payload.get("extra", {})),
+    )

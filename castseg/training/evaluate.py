@@ -1,0 +1,113 @@
+"""COCO mask AP of a model or a saved checkpoint on a labeled COCO-format dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from castseg.data.coco import CategoryMap, CocoInstanceDataset, load_coco_json
+from castseg.data.samples import collate_samples
+from castseg.data.views import ResizeView
+from castseg.evaluation.coco import CocoMetrics, encode_results, evaluate_coco
+from castseg.training.checkpoints import load_checkpoint
+from castseg.training.inference import predict_images
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Metrics and the COCO results records (RLE segmentations, JSON-ready) they came from."""
+
+    metrics: CocoMetrics
+    results: list[dict[str, Any]]
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: CocoInstanceDataset,
+    *,
+    image_size: tuple[int, int],
+    top_k: int = 100,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    progress: bool = True,
+    desc: str = "eval",
+) -> EvalResult:
+    """Predict every image of `dataset` at `image_size` (a `ResizeView`) and score mask AP.
+
+    The model returns `Predictions` for C = len(dataset.categories) classes. Only the dataset's
+    images (`dataset.image_ids`) count as ground truth, so a subset is scored on its own.
+    """
+    view = ResizeView(image_size)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_samples,
+    )
+    results: list[dict[str, Any]] = []
+    with tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress) as bar:
+        for samples in loader:
+            outputs = predict_images(model, [s.image for s in samples], view, top_k=top_k)
+            for sample, out in zip(samples, outputs, strict=True):
+                results += encode_results(
+                    sample.image_id,
+                    out["masks"],
+                    out["labels"],
+                    out["scores"],
+                    dataset.categories.to_coco,
+                )
+            bar.update(len(samples))
+    ground_truth = _restrict_to_images(
+        load_coco_json(dataset.annotation_file), set(dataset.image_ids)
+    )
+    return EvalResult(evaluate_coco(results, ground_truth), results)
+
+
+def evaluate_checkpoint(
+    checkpoint: Path, annotations: Path, *, image_root: Path | None
+) -> CocoMetrics:
+    """Mask AP of a saved model on the images of a COCO json, at the checkpoint's image size.
+
+    The checkpoint's categories (ids and names) must be those of `annotations`.
+    """
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = load_checkpoint(checkpoint, map_location=device)
+    dataset = CocoInstanceDataset(annotations, image_root=image_root)
+    _check_same_categories(loaded.category_map, dataset.categories, checkpoint, annotations)
+    return evaluate_model(loaded.model, dataset, image_size=loaded.image_size).metrics
+
+
+def _restrict_to_images(data: dict[str, Any], image_ids: set[int]) -> dict[str, Any]:
+    """The COCO json with only the given images and their annotations."""
+    return {
+        **data,
+        "images": [img for img in data["images"] if img["id"] in image_ids],
+        "annotations": [a for a in data.get("annotations", []) if a["image_id"] in image_ids],
+        "categories": data.get("categories", []),
+    }
+
+
+def _check_same_categories(
+    trained: CategoryMap, annotated: CategoryMap, checkpoint: Path, annotations: Path
+) -> None:
+    if trained == annotated:
+        return
+    trained_pairs = dict(zip(trained.ids, trained.names, strict=True))
+    annotated_pairs = dict(zip(annotated.ids, annotated.names, strict=True))
+    differences = [
+        f"id {i}: {trained_pairs.get(i, '<absent>')!r} in the checkpoint, "
+        f"{annotated_pairs.get(i, '<absent>')!r} in the annotations"
+        for i in sorted(trained_pairs.keys() | annotated_pairs.keys())
+        if trained_pairs.get(i) != annotated_pairs.get(i)
+    ]
+    raise ValueError(
+        f"checkpoint {checkpoint} was trained on other categories than {annotations}: "
+        + "; ".join(differences)
+    )

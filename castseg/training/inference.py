@@ -1,0 +1,67 @@
+"""Instances of whole images from a model: resize, predict in one batch, map back, select."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from castseg.data.views import ResizeView
+from castseg.evaluation.instance_inference import instances_from_predictions
+from castseg.structures import Predictions
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter or buffer; CPU for a model with neither."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def predict_images(
+    model: nn.Module,
+    images: Sequence[Tensor],
+    view: ResizeView,
+    *,
+    top_k: int = 100,
+    score_threshold: float = 0.0,
+) -> list[dict[str, Tensor]]:
+    """Predict the instances of each image at its original size.
+
+    Args:
+        model: returns `Predictions` for images [B, 3, H, W] in [0, 1] (H, W = `view.size`).
+            It runs in eval mode without gradients; its training mode is restored afterwards.
+        images: [3, H_i, W_i] float RGB in [0, 1], sizes may differ.
+        view: resizes every image into the same padded [H, W] so they form one batch.
+        top_k, score_threshold: as in `instances_from_predictions`.
+
+    Returns:
+        Per image, on CPU: masks [N, H_i, W_i] bool, labels [N] long in [0, C), scores [N] and
+        class_probs [N, C+1], sorted by descending score.
+    """
+    if not images:
+        return []
+    device = model_device(model)
+    batch = torch.stack([view(image)[0] for image in images]).to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            pred: Predictions = model(batch)
+            outputs = []
+            for i, image in enumerate(images):
+                size = (int(image.shape[1]), int(image.shape[2]))
+                # Resized here at the original size, so instances_from_predictions resizes nothing.
+                logits = view.unresize(pred.mask_logits[i].float(), size)  # [K, H_i, W_i]
+                found = instances_from_predictions(
+                    logits,
+                    pred.class_logits[i],
+                    size,
+                    top_k=top_k,
+                    score_threshold=score_threshold,
+                )
+                outputs.append({key: value.cpu() for key, value in found.items()})
+    finally:
+        model.train(was_training)
+    return outputs
