@@ -93,10 +93,14 @@ def _place(
     if instances.ignore is not None:
         planes = torch.cat([planes, instances.ignore[None]])
     planes = planes.to(torch.uint8)
-    if flip:
-        planes = planes.flip(-1)
-    planes = F.interpolate(planes[None], size=scaled_size, mode="nearest-exact")[0]
-    planes = _crop_pad(planes, offset, size).bool()
+    if planes.shape[0] == 0:  # no instances and no crowd region: nothing to resample
+        planes = planes.new_zeros(0, *size)
+    else:
+        if flip:
+            planes = planes.flip(-1)
+        planes = F.interpolate(planes[None], size=scaled_size, mode="nearest-exact")[0]
+        planes = _crop_pad(planes, offset, size)
+    planes = planes.bool()
 
     num = len(instances)
     masks, ignore = planes[:num], (planes[num] if instances.ignore is not None else None)

@@ -110,6 +110,8 @@ class HungarianMatcher:
         """
         indices = []
         for cost in self.matching_costs(pred, targets, generator):
+            # Diverged predictions (NaN/inf) still get a matching; the loss reports the problem.
+            cost = torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8)
             rows, cols = linear_sum_assignment(cost.cpu().numpy())
             indices.append(
                 (torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long))

@@ -230,3 +230,10 @@ def test_resize_view_pads_and_unresizes() -> None:
     assert (back - ramp).abs()[:, 3:-3, 3:-3].max() < 1e-6
     with pytest.raises(TypeError, match="float"):
         view.unresize(out_instances.masks, (40, 60))
+
+
+def test_weak_view_of_an_image_with_zero_instances() -> None:
+    image = torch.rand(3, 60, 80)
+    out, inst = WeakView((56, 56))(image, Instances.empty(60, 80), torch.Generator().manual_seed(0))
+    assert out.shape == (3, 56, 56)
+    assert inst is not None and len(inst) == 0 and inst.masks.shape == (0, 56, 56)

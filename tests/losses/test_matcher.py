@@ -114,3 +114,14 @@ def test_matcher_recovers_permuted_copies_of_the_targets():
 
     ((pred_idx, tgt_idx),) = HungarianMatcher(num_points=200)(pred, [target])
     assert order[pred_idx].tolist() == tgt_idx.tolist()
+
+
+def test_matcher_survives_non_finite_predictions():
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[0, :4] = True
+    masks[1, 4:] = True
+    pred = LayerPredictions(torch.full((1, 3, 8, 8), float("nan")), torch.zeros(1, 3, 4))
+    ((rows, cols),) = HungarianMatcher(num_points=16)(
+        pred, [Instances(masks, torch.tensor([0, 1]))]
+    )
+    assert len(rows) == len(cols) == 2

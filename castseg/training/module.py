@@ -1,0 +1,158 @@
+"""The LightningModule that optimises J for one stage, for the student and the teacher alike."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from castseg.config import ContrastiveConfig, LossConfig
+from castseg.data.correspondence import correspondence_grid
+from castseg.data.views import StrongView
+from castseg.losses.contrastive import (
+    fused_pseudo_probabilities,
+    instance_id_map,
+    pixel_contrastive_loss,
+    sample_negatives,
+    sampling_monitors,
+)
+from castseg.losses.matcher import HungarianMatcher
+from castseg.losses.set_criterion import SetCriterion
+from castseg.structures import Instances, Predictions
+from castseg.training.batches import ViewBatch
+from castseg.training.objective import StageWeights, cast_objective, set_loss
+from castseg.training.optim import OptimSettings, build_optimizer
+
+log = logging.getLogger(__name__)
+
+
+class CastModule(L.LightningModule):
+    """Trains `model` on J = L_sup + λ_semi·L_semi + λ_pxl·L_pxl for `steps` steps.
+
+    A batch is {"labeled": ViewBatch} or {"labeled": ViewBatch, "unlabeled": ViewBatch}, the
+    unlabeled targets being the teacher's pseudo-labels. L_sup and L_semi are computed on the weak
+    views; L_pxl contrasts the weak view with a strong view made here.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        num_classes: int,
+        loss: LossConfig,
+        contrastive: ContrastiveConfig,
+        weights: StageWeights,
+        optim: OptimSettings,
+        steps: int,
+        strong_view: StrongView | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_cfg = loss
+        self.contrastive = contrastive
+        self.weights = weights
+        self.optim = optim
+        self.steps = steps
+        self.strong_view = strong_view or StrongView()
+        matcher = HungarianMatcher(
+            cost_class=loss.class_weight,
+            cost_mask=loss.mask_weight,
+            cost_dice=loss.dice_weight,
+            num_points=loss.num_points,
+        )
+        self.criterion = SetCriterion(
+            num_classes, matcher, no_object_weight=loss.no_object_weight, num_points=loss.num_points
+        )
+        self.skipped_steps = 0
+
+    def training_step(self, batch: dict[str, ViewBatch], batch_idx: int) -> Tensor | None:
+        labeled, unlabeled = batch["labeled"], batch.get("unlabeled")
+        parts = [labeled] if unlabeled is None else [labeled, unlabeled]
+        images = torch.cat([part.images for part in parts])
+        pred = self.model(images)
+        n_labeled = labeled.images.shape[0]
+
+        l_sup = set_loss(self.criterion(pred.narrow(0, n_labeled), labeled.targets), self.loss_cfg)
+        l_semi = None
+        if unlabeled is not None and self.weights.lambda_semi > 0:
+            pseudo = pred.narrow(n_labeled, unlabeled.images.shape[0])
+            l_semi = set_loss(self.criterion(pseudo, unlabeled.targets), self.loss_cfg)
+        l_pxl = None
+        if self.weights.lambda_pxl > 0:
+            targets = [t for part in parts for t in part.targets]
+            l_pxl = self.pixel_term(images, pred, targets)
+
+        loss = cast_objective(l_sup, l_semi, l_pxl, self.weights)
+        if not torch.isfinite(loss):
+            self.skipped_steps += 1
+            log.warning("step %d: non-finite loss %s skipped", self.global_step, float(loss))
+            return None
+        batch_size = images.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/l_sup", l_sup, batch_size=batch_size)
+        if l_semi is not None:
+            self.log("train/l_semi", l_semi, batch_size=batch_size)
+        if l_pxl is not None:
+            self.log("train/l_pxl", l_pxl, batch_size=batch_size)
+        self.log("train/lr", self.optimizers().param_groups[-1]["lr"], batch_size=batch_size)
+        return loss
+
+    def pixel_term(self, images: Tensor, pred: Predictions, targets: list[Instances]) -> Tensor:
+        """L_pxl between the weak view (`images`, `pred`) and a strong view made from it."""
+        if pred.embeddings is None:
+            raise ValueError("λ_pxl > 0 needs a model that returns pixel embeddings")
+        strong, weak_to_strong = self.strong_view(images)
+        strong_embeddings = self.model(strong).embeddings
+        batch, dim, h, w = pred.embeddings.shape
+        grid, valid = correspondence_grid(weak_to_strong, tuple(images.shape[-2:]), (h, w))
+        at_weak = F.grid_sample(
+            strong_embeddings,
+            grid.to(strong_embeddings.dtype),
+            align_corners=False,
+            padding_mode="border",
+        )
+        z_weak = pred.embeddings.flatten(2).transpose(1, 2)
+        z_strong = at_weak.flatten(2).transpose(1, 2)
+        valid = self._limit_anchors(valid.flatten(1))
+        cfg = self.contrastive
+        y_tilde = fused_pseudo_probabilities(pred.mask_logits, pred.class_logits, (h, w))
+        negatives = sample_negatives(
+            y_tilde,
+            cfg.num_negatives,
+            mode=cfg.mode,
+            score=cfg.score,
+            num_mask_channels=pred.num_queries,
+        )
+        l_pxl = pixel_contrastive_loss(
+            z_weak, z_strong, negatives, cfg.temperature, valid=valid, margin=cfg.margin
+        )
+        monitors = sampling_monitors(
+            instance_id_map(targets, (h, w)), negatives, z_weak.detach(), z_strong.detach(), valid
+        )
+        for name in ("fnr", "margin"):
+            if monitors[name] == monitors[name]:  # NaN when no anchor counted
+                self.log(f"train/{name}", monitors[name], batch_size=batch)
+        return l_pxl
+
+    def _limit_anchors(self, valid: Tensor) -> Tensor:
+        """Keep at most `contrastive.max_anchors` valid anchors, chosen at random."""
+        limit = self.contrastive.max_anchors
+        count = int(valid.sum())
+        if limit is None or count <= limit:
+            return valid
+        chosen = valid.flatten().nonzero().squeeze(1)
+        chosen = chosen[torch.randperm(count, device=valid.device)[:limit]]
+        limited = torch.zeros_like(valid).flatten()
+        limited[chosen] = True
+        return limited.view_as(valid)
+
+    def configure_optimizers(self) -> dict:
+        groups = self.model.parameter_groups()
+        optimizer, scheduler = build_optimizer(groups, self.optim, self.steps)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

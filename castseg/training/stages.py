@@ -1,0 +1,149 @@
+"""The three CAST stages as functions over the same objective (paper §3.3).
+
+teacher adaptation   θ_T^l = argmin J(D_l, ∅; 0, λ_pxl)  → pseudo-label D_u with θ_T^l
+                     → reset to θ_T^0 → θ_T'' = argmin J(D_l, D_u; 1, λ_pxl)
+knowledge transfer   teacher frozen; pseudo-label D_u once; θ_s* = argmin J(D_l, D_u; λ_semi, λ_pxl)
+student refinement   θ_s† = argmin J(D_l, ∅; 0, 0) from θ_s*
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from castseg.config import ExperimentConfig
+from castseg.training.experiment_data import ExperimentData
+from castseg.training.objective import StageWeights
+from castseg.training.optim import OptimSettings
+from castseg.training.pseudo_labels import PseudoLabeledDataset, generate_pseudo_labels
+from castseg.training.trainer import StageRun, train_stage
+
+
+def state_fingerprint(model: nn.Module) -> str:
+    """SHA-1 of a model's weights: names a teacher in the pseudo-label cache."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class CastStages:
+    """Runs CAST stages for one experiment; every finished stage is appended to `runs`."""
+
+    cfg: ExperimentConfig
+    data: ExperimentData
+    out_dir: Path
+    progress: bool = True
+    runs: list[StageRun] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.data.categories)
+
+    def train(
+        self,
+        name: str,
+        model: nn.Module,
+        weights: StageWeights,
+        *,
+        steps: int,
+        teacher: bool,
+        pseudo_labeled: PseudoLabeledDataset | None = None,
+    ) -> StageRun:
+        """One stage of J on `model` in place, with the teacher's or the student's settings."""
+        if teacher:
+            optim = OptimSettings.for_teacher(self.cfg.teacher)
+            batch_size = self.cfg.teacher.batch_size
+        else:
+            optim = OptimSettings.for_student(self.cfg.student)
+            batch_size = self.cfg.student.batch_size
+        run = train_stage(
+            name,
+            model,
+            self.cfg,
+            num_classes=self.num_classes,
+            labeled=self.data.labeled,
+            pseudo_labeled=pseudo_labeled,
+            weights=weights,
+            steps=steps,
+            optim=optim,
+            batch_size=batch_size,
+            out_dir=self.out_dir,
+            progress=self.progress,
+        )
+        self.runs.append(run)
+        return run
+
+    def pseudo_label(self, teacher: nn.Module, name: str) -> PseudoLabeledDataset:
+        """Pseudo-label D_u once with a frozen teacher; cached on disk under out_dir/name.jsonl."""
+        if self.data.unlabeled is None:
+            raise ValueError("this stage needs unlabeled data: set data.unlabeled or data.split")
+        teacher.eval()
+        fingerprint = {"teacher": state_fingerprint(teacher), "images": len(self.data.unlabeled)}
+        cache = generate_pseudo_labels(
+            teacher,
+            self.data.unlabeled,
+            self.out_dir / f"{name}.jsonl",
+            image_size=tuple(self.cfg.data.image_size),
+            threshold=self.cfg.loss.pseudo_label_threshold,
+            top_k=self.cfg.run.eval_top_k,
+            fingerprint=fingerprint,
+            progress=self.progress,
+        )
+        return PseudoLabeledDataset(self.data.unlabeled, cache)
+
+    def teacher_adaptation(self, teacher: nn.Module) -> nn.Module:
+        """Stage 1: fine-tune on D_l with L_pxl, pseudo-label, reset to θ_T^0, self-train."""
+        lambda_pxl = self.cfg.loss.lambda_pxl
+        pretrained = copy.deepcopy(teacher.state_dict())
+        self.train(
+            "teacher_finetune",
+            teacher,
+            StageWeights(0.0, lambda_pxl),
+            steps=self.cfg.teacher.finetune_iters,
+            teacher=True,
+        )
+        pseudo = self.pseudo_label(teacher, "pseudo_labels_teacher_finetune")
+        teacher.load_state_dict(pretrained)
+        self.train(
+            "teacher_selftrain",
+            teacher,
+            StageWeights(1.0, lambda_pxl),
+            steps=self.cfg.teacher.selftrain_iters,
+            teacher=True,
+            pseudo_labeled=pseudo,
+        )
+        return teacher
+
+    def knowledge_transfer(self, student: nn.Module, teacher: nn.Module) -> nn.Module:
+        """Stage 2: the frozen teacher's pseudo-labels and L_pxl train the student with J."""
+        teacher.requires_grad_(False)
+        pseudo = self.pseudo_label(teacher, "pseudo_labels_teacher_adapted")
+        weights = StageWeights(self.cfg.loss.lambda_semi, self.cfg.loss.lambda_pxl)
+        self.train(
+            "distill",
+            student,
+            weights,
+            steps=self.cfg.student.distill_iters,
+            teacher=False,
+            pseudo_labeled=pseudo,
+        )
+        return student
+
+    def student_refinement(self, student: nn.Module) -> nn.Module:
+        """Stage 3: labeled data only, λ_semi = λ_pxl = 0."""
+        self.train(
+            "refine",
+            student,
+            StageWeights(0.0, 0.0),
+            steps=self.cfg.student.refine_iters,
+            teacher=False,
+        )
+        return student
