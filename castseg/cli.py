@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from castseg import __version__
 
-COMMANDS = ("eval", "split")
+COMMANDS = ("demo", "run", "eval", "split")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Lightning's start-up banners (accelerators found, logger tips) are noise on the terminal.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     try:
         return int(args.run(args) or 0)
     except (ValueError, FileNotFoundError, KeyError) as err:

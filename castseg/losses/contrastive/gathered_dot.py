@@ -45,6 +45,7 @@ class _GatheredDot(torch.autograd.Function):
                 torch.stack([index.reshape(-1), rows]),
                 grad.reshape(-1),
                 (bank.shape[0], index.shape[0]),
+                check_invariants=False,
             )
             grad_bank = torch.sparse.mm(transposed, anchors)
         return grad_anchors, grad_bank, None
