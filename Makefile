@@ -14,7 +14,8 @@ $(BIN)/castseg: pyproject.toml
 	touch $@
 
 test: setup
-	$(BIN)/ruff check castseg tests benchmarks
+	$(BIN)/ruff check castseg tests benchmarks scripts
+	$(BIN)/ruff format --check castseg tests benchmarks scripts
 	$(BIN)/pytest -q
 
 demo: setup

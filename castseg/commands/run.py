@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from castseg.commands import add_override_argument
 from castseg.config import load_config
 from castseg.report import format_console_table
 from castseg.training.checkpoints import load_checkpoint
@@ -21,14 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "config", type=Path, help="experiment YAML (see configs in castseg/configs)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set student.lr_decoder=1e-4 (repeatable)",
-    )
+    add_override_argument(parser)
     parser.add_argument(
         "--baseline",
         action="store_true",
