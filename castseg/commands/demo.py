@@ -11,18 +11,13 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
+from castseg.commands import add_override_argument
 from castseg.config import ExperimentConfig, apply_overrides, builtin_config, load_config
-from castseg.data.coco import CocoInstanceDataset
 from castseg.data.synthetic import WorldSpec, generate_world
-from castseg.models.student import build_student
+from castseg.demo_teacher import TeacherRecipe, source_teacher
 from castseg.report import format_console_table
-from castseg.training.checkpoints import load_checkpoint, save_checkpoint
-from castseg.training.experiment_data import ExperimentData, load_experiment_data
-from castseg.training.objective import StageWeights
+from castseg.training.experiment_data import load_experiment_data
 from castseg.training.pipeline import CastPipeline
-from castseg.training.stages import CastStages
 
 STAND_IN = (
     "The demo's teacher is a stand-in for MM-Grounding-DINO + SAM2: a larger castseg model "
@@ -32,23 +27,27 @@ STAND_IN = (
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """Sizes of one demo run: images per world split, labeled target images, pretraining steps."""
+    """One demo run: images per world split, labeled target images, the teacher's recipe."""
 
     counts: dict[str, int]
     labeled: int
-    pretrain_iters: int
+    teacher: TeacherRecipe
     overrides: tuple[str, ...] = ()
+
+    @property
+    def world(self) -> WorldSpec:
+        return WorldSpec(counts=dict(self.counts))
 
 
 FULL = DemoPlan(
     counts={"source_train": 240, "target_train": 240, "target_val": 60},
     labeled=24,
-    pretrain_iters=300,
+    teacher=TeacherRecipe(),
 )
 SMOKE = DemoPlan(
     counts={"source_train": 12, "target_train": 12, "target_val": 4},
     labeled=4,
-    pretrain_iters=2,
+    teacher=TeacherRecipe(steps=2, batch_size=2),
     overrides=(
         "teacher.finetune_iters=2",
         "teacher.selftrain_iters=2",
@@ -74,14 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--smoke", action="store_true", help="the same code path on a tiny world in about a minute"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value of the built-in demo config, e.g. student.distill_iters=50",
-    )
+    add_override_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
@@ -101,55 +93,15 @@ def demo_config(
     return apply_overrides(cfg, overrides)
 
 
-def source_teacher(
-    cfg: ExperimentConfig, world: dict[str, Path], plan: DemoPlan, out: Path, progress: bool
-) -> torch.nn.Module:
-    """The stand-in foundation model: trained on the source domain once, then cached."""
-    path = out / "teacher_source.pt"
-    fingerprint = {
-        "world": str(world["source_train"]),
-        "size": cfg.teacher.size,
-        "steps": plan.pretrain_iters,
-        "seed": cfg.run.seed,
-        "image_size": list(cfg.data.image_size),
-    }
-    if path.is_file():
-        loaded = load_checkpoint(path)
-        if loaded.extra.get("fingerprint") == fingerprint:
-            print(f"Using the source-pretrained teacher cached in {path}")
-            return loaded.model.train()
-    source = CocoInstanceDataset(world["source_train"])
-    torch.manual_seed(cfg.run.seed)
-    teacher = build_student(cfg.teacher.size, len(source.categories))
-    stages = CastStages(cfg, ExperimentData(source, None, None), out, progress=progress)
-    print(f"Pretraining the stand-in teacher on the source domain ({plan.pretrain_iters} steps)")
-    stages.train(
-        "teacher_source_pretrain",
-        teacher,
-        StageWeights(0.0, 0.0),
-        steps=plan.pretrain_iters,
-        teacher=True,
-    )
-    save_checkpoint(
-        path,
-        teacher,
-        category_map=source.categories,
-        image_size=tuple(cfg.data.image_size),
-        extra={"fingerprint": fingerprint},
-    )
-    return teacher.train()
-
-
 def run(args: argparse.Namespace) -> int:
     plan = SMOKE if args.smoke else FULL
     progress = not args.no_progress
     out = args.out
-    spec = WorldSpec(counts=dict(plan.counts))
     print(f"Generating the synthetic world in {out / 'world'}")
-    world = generate_world(out / "world", spec)
+    world = generate_world(out / "world", plan.world)
     cfg = demo_config(out, world, plan, args.overrides)
     print(STAND_IN)
-    teacher = source_teacher(cfg, world, plan, out, progress)
+    teacher = source_teacher(plan.teacher, plan.world, world, cfg, out, progress=progress)
     data = load_experiment_data(cfg.data)
     pipeline = CastPipeline(cfg, data, out, progress=progress)
     outcome = pipeline.run(teacher, baseline=True)

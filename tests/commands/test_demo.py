@@ -36,4 +36,4 @@ def test_demo_smoke_end_to_end(tmp_path, capsys):
 
     # A second run reuses the cached source teacher and the pseudo-labels.
     assert main(["demo", "--smoke", "--out", str(out), "--no-progress"]) == 0
-    assert "Using the source-pretrained teacher cached" in capsys.readouterr().out
+    assert "Using the source-pretrained stand-in teacher cached in" in capsys.readouterr().out
