@@ -121,6 +121,9 @@ class LossConfig:
     lambda_semi: float = _checked(1.0, _NON_NEGATIVE)
     lambda_pxl: float = _checked(0.2, _NON_NEGATIVE)
     pseudo_label_threshold: float = _checked(0.3, _UNIT_INTERVAL)
+    # Mask-IoU above which a lower-scoring pseudo-label duplicates another (not in the paper;
+    # a teacher's duplicate queries would otherwise be two targets for one object). null: off.
+    pseudo_label_nms_iou: float | None = _checked(0.5, _UNIT_INTERVAL)
 
 
 @dataclass(frozen=True)

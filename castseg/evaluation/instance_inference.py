@@ -19,6 +19,7 @@ def instances_from_predictions(
     *,
     top_k: int = 100,
     score_threshold: float = 0.0,
+    per_query: bool = False,
 ) -> dict[str, Tensor]:
     """Select the top-scoring instances of one image.
 
@@ -29,6 +30,9 @@ def instances_from_predictions(
         top_k: how many (query, class) pairs to keep, ranked by class probability over the
             first C classes (at most K * C).
         score_threshold: instances whose final score is below it are dropped.
+        per_query: rank each query once, with its most probable real class, instead of every
+            (query, class) pair. Pseudo-labels need this: one object must not become several
+            targets of different classes with the same mask.
 
     Returns:
         A dict, instances sorted by descending score:
@@ -52,11 +56,15 @@ def instances_from_predictions(
     num_classes = num_classes_plus_one - 1
 
     class_probs = class_logits.float().softmax(dim=-1)  # [K, C+1]
-    pair_probs = class_probs[:, :num_classes].flatten()  # [K * C], query-major
-    k = min(top_k, pair_probs.numel())
-    top_probs, top_pairs = pair_probs.topk(k)
-    queries = torch.div(top_pairs, num_classes, rounding_mode="floor")
-    labels = top_pairs % num_classes
+    if per_query:
+        best_probs, best_labels = class_probs[:, :num_classes].max(dim=1)  # [K]
+        top_probs, queries = best_probs.topk(min(top_k, num_queries))
+        labels = best_labels[queries]
+    else:
+        pair_probs = class_probs[:, :num_classes].flatten()  # [K * C], query-major
+        top_probs, top_pairs = pair_probs.topk(min(top_k, pair_probs.numel()))
+        queries = torch.div(top_pairs, num_classes, rounding_mode="floor")
+        labels = top_pairs % num_classes
 
     # Only the selected queries are resized: K full-resolution masks can be large.
     mask_probs = F.interpolate(

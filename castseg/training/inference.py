@@ -26,6 +26,7 @@ def predict_images(
     *,
     top_k: int = 100,
     score_threshold: float = 0.0,
+    per_query: bool = False,
 ) -> list[dict[str, Tensor]]:
     """Predict the instances of each image at its original size.
 
@@ -34,7 +35,7 @@ def predict_images(
             It runs in eval mode without gradients; its training mode is restored afterwards.
         images: [3, H_i, W_i] float RGB in [0, 1], sizes may differ.
         view: resizes every image into the same padded [H, W] so they form one batch.
-        top_k, score_threshold: as in `instances_from_predictions`.
+        top_k, score_threshold, per_query: as in `instances_from_predictions`.
 
     Returns:
         Per image, on CPU: masks [N, H_i, W_i] bool, labels [N] long in [0, C), scores [N] and
@@ -60,6 +61,7 @@ def predict_images(
                     size,
                     top_k=top_k,
                     score_threshold=score_threshold,
+                    per_query=per_query,
                 )
                 outputs.append({key: value.cpu() for key, value in found.items()})
     finally:

@@ -3,7 +3,8 @@
 The cache is a JSON-lines file. Its first line is a header
 
     {"format": "castseg-pseudo-labels-v1", "fingerprint": {...}, "num_classes": C,
-     "settings": {"image_size": [H, W], "threshold": t, "top_k": k}}
+     "settings": {"image_size": [H, W], "threshold": t, "nms_iou": iou, "top_k": k,
+                  "selection": "per_query"}}
 
 and every further line holds one image:
 
@@ -137,6 +138,7 @@ def generate_pseudo_labels(
     *,
     image_size: tuple[int, int],
     threshold: float = 0.3,
+    nms_iou: float | None = 0.5,
     top_k: int = 100,
     batch_size: int = 8,
     num_workers: int = 0,
@@ -147,7 +149,8 @@ def generate_pseudo_labels(
 
     teacher: returns `Predictions` for [B, 3, H, W] images; it sees each image through a
     `ResizeView(image_size)` and its instances (`predict_images`, `top_k`) are kept by
-    `filter_pseudo_labels` at `threshold`. fingerprint: JSON data identifying the teacher and
+    `filter_pseudo_labels` at `threshold`, duplicates suppressed above mask IoU `nms_iou`
+    (None keeps them). fingerprint: JSON data identifying the teacher and
     the data (e.g. checkpoint hash, dataset split). An existing cache or partial file made with
     another fingerprint or other settings raises ValueError naming the differing keys.
     """
@@ -155,7 +158,13 @@ def generate_pseudo_labels(
     expected = _normalise(
         {
             "fingerprint": dict(fingerprint),
-            "settings": {"image_size": list(image_size), "threshold": threshold, "top_k": top_k},
+            "settings": {
+                "image_size": list(image_size),
+                "threshold": threshold,
+                "nms_iou": nms_iou,
+                "top_k": top_k,
+                "selection": "per_query",
+            },
         }
     )
     if path.exists():
@@ -190,7 +199,9 @@ def generate_pseudo_labels(
     )
     with partial.open("a", encoding="utf-8") as f, bar:
         for samples in loader:
-            outputs = predict_images(teacher, [s.image for s in samples], view, top_k=top_k)
+            images = [s.image for s in samples]
+            # One pseudo-label per query: the teacher's most probable class for it.
+            outputs = predict_images(teacher, images, view, top_k=top_k, per_query=True)
             for sample, out in zip(samples, outputs, strict=True):
                 classes = out["class_probs"].shape[1] - 1
                 if num_classes is None:
@@ -203,7 +214,11 @@ def generate_pseudo_labels(
                         f"with {num_classes}"
                     )
                 kept = filter_pseudo_labels(
-                    out["masks"].float(), out["scores"], out["class_probs"], threshold=threshold
+                    out["masks"].float(),
+                    out["scores"],
+                    out["class_probs"],
+                    threshold=threshold,
+                    nms_iou=nms_iou,
                 )
                 f.write(json.dumps(_encode(sample, kept)) + "\n")
             f.flush()

@@ -93,6 +93,7 @@ class CastStages:
             self.out_dir / f"{name}.jsonl",
             image_size=tuple(self.cfg.data.image_size),
             threshold=self.cfg.loss.pseudo_label_threshold,
+            nms_iou=self.cfg.loss.pseudo_label_nms_iou,
             top_k=self.cfg.run.eval_top_k,
             fingerprint=fingerprint,
             progress=self.progress,

@@ -89,7 +89,7 @@ def train_stage(
         gradient_clip_val=optim.grad_clip or None,
         logger=[
             CSVLogger(log_dir, name="", version=""),
-            TensorBoardLogger(log_dir, name="", version="tensorboard"),
+            TensorBoardLogger(log_dir / "tensorboard", name="", version=""),
         ],
         log_every_n_steps=min(cfg.run.log_every, steps),
         enable_checkpointing=False,

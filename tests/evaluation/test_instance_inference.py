@@ -82,3 +82,16 @@ def test_shape_errors():
         instances_from_predictions(mask_logits[:2], class_logits, (4, 4))
     with pytest.raises(ValueError, match=r"\[K, h, w\]"):
         instances_from_predictions(mask_logits[None], class_logits, (4, 4))
+
+
+def test_per_query_selection_gives_each_query_one_class():
+    mask_logits = torch.full((2, 4, 4), -10.0)
+    mask_logits[0, :2] = 10.0
+    mask_logits[1, 2:] = 10.0
+    # Query 0 is split between classes 0 and 1; query 1 is confidently class 2.
+    class_logits = torch.log(torch.tensor([[0.45, 0.45, 0.05, 0.05], [0.02, 0.02, 0.9, 0.06]]))
+    pairs = instances_from_predictions(mask_logits, class_logits, (4, 4), top_k=10)
+    assert sorted(pairs["labels"][:3].tolist()) == [0, 1, 2]
+    one = instances_from_predictions(mask_logits, class_logits, (4, 4), top_k=10, per_query=True)
+    assert one["labels"].tolist() == [2, 0]
+    assert torch.allclose(one["scores"], torch.tensor([0.9, 0.45]), atol=1e-3)

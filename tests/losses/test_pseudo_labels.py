@@ -1,7 +1,8 @@
+import numpy as np
 import pytest
 import torch
 
-from castseg.losses.pseudo_labels import filter_pseudo_labels
+from castseg.losses.pseudo_labels import filter_pseudo_labels, suppress_duplicates
 
 
 def teacher_output():
@@ -59,3 +60,22 @@ def test_bad_inputs_raise():
         filter_pseudo_labels(masks, scores, class_probs[:, :1])
     with pytest.raises(ValueError, match="masks"):
         filter_pseudo_labels(masks[0], scores, class_probs)
+
+
+def test_duplicates_are_suppressed_by_mask_iou():
+    from pycocotools import mask as mask_utils
+
+    masks = torch.zeros(3, 10, 10, dtype=torch.bool)
+    masks[0, :5, :5] = True
+    masks[1, :5, :4] = True  # IoU 0.8 with mask 0
+    masks[2, 5:, 5:] = True
+    scores = torch.tensor([0.6, 0.9, 0.5])
+    keep = suppress_duplicates(masks, scores, iou_threshold=0.5)
+    assert keep.tolist() == [1, 2]
+    rle = mask_utils.encode(np.asfortranarray(masks[:2].permute(1, 2, 0).numpy().astype(np.uint8)))
+    assert mask_utils.iou(rle[:1], rle[1:], [0])[0, 0] == pytest.approx(0.8)
+    assert suppress_duplicates(masks, scores, iou_threshold=0.9).tolist() == [1, 0, 2]
+
+    probs = torch.tensor([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.7, 0.2, 0.1]])
+    kept = filter_pseudo_labels(masks.float(), scores, probs, threshold=0.3, nms_iou=0.5)
+    assert kept.scores.tolist() == pytest.approx([0.9, 0.5]) and kept.labels.tolist() == [1, 0]

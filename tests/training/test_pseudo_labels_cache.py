@@ -151,7 +151,13 @@ def test_resume_skips_written_images_and_drops_a_truncated_line(
     header = {
         "format": "castseg-pseudo-labels-v1",
         "fingerprint": FINGERPRINT,
-        "settings": {"image_size": list(SIZE), "threshold": 0.3, "top_k": 100},
+        "settings": {
+            "image_size": list(SIZE),
+            "threshold": 0.3,
+            "nms_iou": 0.5,
+            "top_k": 100,
+            "selection": "per_query",
+        },
         "num_classes": 3,
     }
     # A marker record for image 1 that the teacher would never produce: it must survive.
