@@ -5,6 +5,7 @@ over its RSS once the inputs exist. Prints a Markdown table.
 
     python benchmarks/bench_contrastive.py            # paper sizes: B=8, 37x74, D=128, K=100
     python benchmarks/bench_contrastive.py --batch 2  # smaller
+    python benchmarks/bench_contrastive.py --logit-scale 10  # confident predictions
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ def run_variant(args: argparse.Namespace) -> dict[str, float]:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     h, w = args.height, args.width
-    mask_logits = torch.randn(args.batch, args.queries, 4 * h, 4 * w)
-    class_logits = torch.randn(args.batch, args.queries, args.classes)
+    scale = args.logit_scale
+    mask_logits = scale * torch.randn(args.batch, args.queries, 4 * h, 4 * w)
+    class_logits = scale * torch.randn(args.batch, args.queries, args.classes)
     z_weak = torch.randn(args.batch, h * w, args.dim, requires_grad=True)
     z_strong = torch.randn(args.batch, h * w, args.dim, requires_grad=True)
     step = naive_step if args.variant == "naive" else castseg_step
@@ -79,6 +81,13 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=9, help="C+1")
     parser.add_argument("--negatives", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--logit-scale",
+        type=float,
+        default=1.0,
+        help="scale of the random logits: 1 is an untrained model (flat P_m, the sampler's exact "
+        "path), 10 a confident one (peaked P_m, the rejection path)",
+    )
     parser.add_argument("--variant", choices=["naive", "castseg"])
     args = parser.parse_args()
     if args.variant:
@@ -93,7 +102,7 @@ def main() -> None:
     print(
         f"B={args.batch}, map {args.height}x{args.width} (B·N = {pixels}), D={args.dim}, "
         f"K={args.queries}, C+1={args.classes}, R={args.negatives}, "
-        f"{args.threads} CPU threads, torch {torch.__version__}\n"
+        f"logit scale {args.logit_scale:g}, {args.threads} CPU threads, torch {torch.__version__}\n"
     )
     print("| variant | forward (s) | forward+backward (s) | peak extra memory (MiB) |")
     print("|---|---:|---:|---:|")
