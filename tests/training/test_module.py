@@ -54,7 +54,7 @@ def test_step_combines_all_terms_and_reaches_every_part():
     values = logged(m)
     loss = m.training_step({"labeled": batch(2, 0), "unlabeled": batch(2, 1)}, 0)
     expected = values["train/l_sup"] + values["train/l_semi"] + 0.2 * values["train/l_pxl"]
-    assert abs(float(loss) - expected) < 1e-4
+    assert abs(loss.item() - expected) < 1e-4
     assert 0.0 <= values["train/fnr"] <= 1.0 and "train/margin" in values
     loss.backward()
     for part in (m.model.encoder, m.model.decoder, m.model.head):
