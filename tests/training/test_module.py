@@ -66,7 +66,7 @@ def test_refinement_step_has_only_the_supervised_term():
     values = logged(m)
     loss = m.training_step({"labeled": batch(2, 0)}, 0)
     assert set(values) == {"train/loss", "train/l_sup", "train/lr"}
-    assert abs(float(loss) - values["train/l_sup"]) < 1e-5
+    assert abs(loss.item() - values["train/l_sup"]) < 1e-5
     assert m.model.head.parameters().__next__().grad is None
 
 
