@@ -88,7 +88,7 @@ class CastModule(L.LightningModule):
         loss = cast_objective(l_sup, l_semi, l_pxl, self.weights)
         if not torch.isfinite(loss):
             self.skipped_steps += 1
-            log.warning("step %d: non-finite loss %s skipped", self.global_step, float(loss))
+            log.warning("step %d: non-finite loss %s skipped", self.global_step, loss.item())
             return None
         batch_size = images.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
