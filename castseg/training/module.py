@@ -48,6 +48,7 @@ class CastModule(L.LightningModule):
         optim: OptimSettings,
         steps: int,
         strong_view: StrongView | None = None,
+        monitor_every: int = 1,
     ) -> None:
         super().__init__()
         self.model = model
@@ -57,6 +58,7 @@ class CastModule(L.LightningModule):
         self.optim = optim
         self.steps = steps
         self.strong_view = strong_view or StrongView()
+        self.monitor_every = monitor_every
         matcher = HungarianMatcher(
             cost_class=loss.class_weight,
             cost_mask=loss.mask_weight,
@@ -129,12 +131,18 @@ class CastModule(L.LightningModule):
         l_pxl = pixel_contrastive_loss(
             z_weak, z_strong, negatives, cfg.temperature, valid=valid, margin=cfg.margin
         )
-        monitors = sampling_monitors(
-            instance_id_map(targets, (h, w)), negatives, z_weak.detach(), z_strong.detach(), valid
-        )
-        for name in ("fnr", "margin"):
-            if monitors[name] == monitors[name]:  # NaN when no anchor counted
-                self.log(f"train/{name}", monitors[name], batch_size=batch)
+        # The loggers keep every `monitor_every`-th step only; monitors elsewhere would be wasted.
+        if (self.global_step + 1) % self.monitor_every == 0:
+            monitors = sampling_monitors(
+                instance_id_map(targets, (h, w)),
+                negatives,
+                z_weak.detach(),
+                z_strong.detach(),
+                valid,
+            )
+            for name in ("fnr", "margin"):
+                if monitors[name] == monitors[name]:  # NaN when no anchor counted
+                    self.log(f"train/{name}", monitors[name], batch_size=batch)
         return l_pxl
 
     def _limit_anchors(self, valid: Tensor) -> Tensor:

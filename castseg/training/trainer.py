@@ -71,6 +71,7 @@ def train_stage(
         loaders["unlabeled"] = training_loader(
             pseudo_labeled, view, seed=cfg.run.seed + 1, **common
         )
+    log_every = min(cfg.run.log_every, steps)
     module = CastModule(
         model,
         num_classes=num_classes,
@@ -79,6 +80,7 @@ def train_stage(
         weights=weights,
         optim=optim,
         steps=steps,
+        monitor_every=log_every,
     )
     trainer = L.Trainer(
         max_steps=steps,
@@ -91,7 +93,7 @@ def train_stage(
             CSVLogger(log_dir, name="", version=""),
             TensorBoardLogger(log_dir / "tensorboard", name="", version=""),
         ],
-        log_every_n_steps=min(cfg.run.log_every, steps),
+        log_every_n_steps=log_every,
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=progress,

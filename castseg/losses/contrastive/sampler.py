@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -169,7 +168,7 @@ def _exact_rows(
     """Fill the remaining slots of `rows` by categorical sampling over their full score rows."""
     total, dims = y.shape
     count = out.shape[1]
-    chunk = max(1, math.ceil(count + dims))
+    chunk = count + dims
     for part in rows.split(chunk):
         weights = _score(y[part] @ y.T, score)
         weights[torch.arange(part.numel(), device=y.device), part] = 0.0
