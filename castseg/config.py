@@ -18,9 +18,14 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-# Foundation-model teachers (MM-Grounding-DINO + SAM2, Hugging Face universal segmenters) are
-# not implemented yet; "student_family" is a castseg model of the student's architecture.
-TeacherKind = Literal["student_family"]
+# "grounded_sam2": MM-Grounding-DINO prompted with the class names + SAM2 prompted with its boxes;
+# "hf_universal": a transformers Mask2Former / EoMT; "student_family": a castseg checkpoint;
+# "ensemble": the fused instances of `teacher.members`.
+MemberKind = Literal["grounded_sam2", "hf_universal", "student_family"]
+TeacherKind = Literal["grounded_sam2", "hf_universal", "student_family", "ensemble"]
+BadRecordPolicy = Literal["error", "skip"]
+DEFAULT_DETECTOR = "openmmlab-community/mm_grounding_dino_large_all"
+DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-large"
 ContrastiveMode = Literal["fusion", "mask_only", "class_only", "uniform"]
 ScoreTransform = Literal["identity", "square", "sqrt"]
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
@@ -70,15 +75,41 @@ class DataConfig:
     unlabeled_ids: str | None = None
     image_size: tuple[int, int] = _checked((518, 1036), _ALL_POSITIVE)  # [H, W]
     num_workers: int = _checked(2, _NON_NEGATIVE)
+    # A broken record (unreadable image, bad annotation): "error" stops naming the file and
+    # record; "skip" drops it with a warning, counted in the report.
+    on_bad_record: BadRecordPolicy = "error"
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
+class TeacherSource:
+    """Which teacher model, and where its weights come from (hub ids or local directories).
+
+    grounded_sam2 reads `detector` and `segmenter`; hf_universal reads `model` (and `label_map`,
+    entries "dataset class=model label" where the names differ); student_family reads
+    `checkpoint`. A `checkpoint` given with another kind is a castseg checkpoint of that teacher
+    (e.g. an adapted one) and replaces the hub weights. `trainable` names the parts stage 1 trains
+    (null: the teacher's default: decoders, heads and projection head; large encoders frozen).
+    """
+
+    kind: MemberKind = "grounded_sam2"
+    checkpoint: str | None = None
+    detector: str = DEFAULT_DETECTOR
+    segmenter: str = DEFAULT_SEGMENTER
+    model: str | None = None
+    prompts: tuple[str, ...] | None = None  # text prompt per class, in class order
+    label_map: tuple[str, ...] = ()
+    num_boxes: int = _checked(100, _POSITIVE)  # boxes the detector hands to SAM2 per image
+    trainable: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TeacherConfig(TeacherSource):
     """Stage 1, teacher adaptation: AdamW, multi-step schedule (Table 8, appendix D)."""
 
-    kind: TeacherKind = "student_family"
-    size: str = "small"
-    checkpoint: str | None = None
+    kind: TeacherKind = "grounded_sam2"
+    size: str = "small"  # student_family teachers built without a checkpoint
+    members: tuple[TeacherSource, ...] = ()  # kind "ensemble"
+    ensemble_iou: float = _checked(0.5, _UNIT_INTERVAL)  # mask IoU that merges members' instances
     lr: float = _checked(5e-5, _POSITIVE)
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = _checked(0.01, _NON_NEGATIVE)
@@ -136,6 +167,7 @@ class ContrastiveConfig:
     score: ScoreTransform = "identity"
     margin: float | None = _checked(None, _NON_NEGATIVE)  # hinge variant instead of InfoNCE
     max_anchors: int | None = _checked(None, _POSITIVE)  # anchors subsampled per batch
+    memory_bank: int = _checked(0, _NON_NEGATIVE)  # past embeddings kept as extra negatives
 
 
 @dataclass(frozen=True)
@@ -146,9 +178,13 @@ class RunConfig:
     seed: int = 0
     accelerator: Accelerator = "auto"
     devices: int | Literal["auto"] = _checked("auto", _DEVICES)
+    num_nodes: int = _checked(1, _POSITIVE)
+    strategy: Literal["auto", "ddp"] = "auto"
     precision: Precision = "32-true"
     log_every: int = _checked(10, _POSITIVE)
     eval_top_k: int = _checked(100, _POSITIVE)
+    checkpoint_every: int = _checked(500, _POSITIVE)  # steps between resumable checkpoints
+    max_nonfinite_steps: int = _checked(20, _POSITIVE)  # consecutive skipped steps before stopping
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 A checkpoint is a torch file holding plain data only (it loads with `weights_only=True`):
 
     format         "castseg-model-v1"
-    model_args     `Student.config_dict()`, the `build_student` arguments (no hub access needed)
+    model_args     the model's `config_dict()`: its architecture, rebuilt by
+                   `castseg.models.registry.build_model` (no hub access needed)
     state_dict     the weights, on CPU
     categories     [{"id", "name"}, ...] in class-index order
     image_size     [H, W] of the evaluation view (`ResizeView`)
@@ -23,7 +24,8 @@ import torch
 from castseg.data.coco import CategoryMap
 from castseg.io import atomic_write
 from castseg.models.encoder import IMAGENET_MEAN, IMAGENET_STD
-from castseg.models.student import Student, build_student
+from castseg.models.registry import build_model
+from castseg.models.student import Student
 
 CHECKPOINT_FORMAT = "castseg-model-v1"
 _KEYS = ("model_args", "state_dict", "categories", "image_size")
@@ -101,7 +103,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ValueError(f"checkpoint {path} lacks the keys {missing}")
 
     try:
-        model = build_student(**payload["model_args"])
+        model = build_model(payload["model_args"])
     except (TypeError, ValueError) as err:
         raise ValueError(f"checkpoint {path}: cannot rebuild the model: {err}") from err
     try:
