@@ -100,6 +100,8 @@ class TeacherSource:
     label_map: tuple[str, ...] = ()
     num_boxes: int = _checked(100, _POSITIVE)  # boxes the detector hands to SAM2 per image
     trainable: tuple[str, ...] | None = None
+    input_size: tuple[int, int] | None = _checked(None, _ALL_POSITIVE)  # hf_universal [H, W]
+    proj_dim: int = _checked(128, _POSITIVE)  # pixel-embedding size of the projection head
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ class TeacherConfig(TeacherSource):
     size: str = "small"  # student_family teachers built without a checkpoint
     members: tuple[TeacherSource, ...] = ()  # kind "ensemble"
     ensemble_iou: float = _checked(0.5, _UNIT_INTERVAL)  # mask IoU that merges members' instances
+    ensemble_top_k: int | None = _checked(None, _POSITIVE)  # instances kept; null: all members'
     lr: float = _checked(5e-5, _POSITIVE)
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = _checked(0.01, _NON_NEGATIVE)

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from castseg.config import (
+    BUILTIN_CONFIG_DIR,
     ConfigError,
     ContrastiveConfig,
     DataConfig,
@@ -162,3 +163,39 @@ def test_builtin_configs():
     assert paper.teacher == TeacherConfig()
     with pytest.raises(ConfigError, match=r"no built-in config 'nope' \(available: "):
         builtin_config("nope")
+
+
+@pytest.mark.parametrize(
+    ("name", "distill_iters"),
+    [
+        ("cityscapes_5pct", 90000),
+        ("cityscapes_10pct", 90000),
+        ("cityscapes_30pct", 90000),
+        ("ade20k", 80000),
+    ],
+)
+def test_paper_configs_hold_the_papers_settings(name, distill_iters):
+    cfg = load_config(builtin_config(name))
+    assert cfg.teacher.kind == "grounded_sam2"
+    assert (cfg.teacher.finetune_iters, cfg.teacher.selftrain_iters) == (1000, 5000)
+    assert (cfg.teacher.lr, cfg.teacher.batch_size, cfg.teacher.weight_decay) == (5e-5, 4, 0.01)
+    assert cfg.student.size == "paper" and cfg.student.batch_size == 8
+    assert (cfg.student.distill_iters, cfg.student.refine_iters) == (distill_iters, 2000)
+    assert (cfg.student.lr_encoder, cfg.student.lr_decoder) == (5e-6, 5e-5)
+    assert (cfg.loss.lambda_pxl, cfg.contrastive.temperature, cfg.contrastive.num_negatives) == (
+        0.2,
+        0.2,
+        256,
+    )
+    assert all(v % 14 == 0 for v in cfg.data.image_size)
+    if name.startswith("cityscapes"):
+        percent = name.removeprefix("cityscapes_").removesuffix("pct")
+        assert f"cityscapes_{percent}pct_seed0" in cfg.data.labeled_ids
+    overridden = load_config(builtin_config(name), ["student.lr_decoder=1e-4"])
+    assert overridden.student.lr_decoder == 1e-4
+
+
+def test_configs_readme_lists_every_shipped_config():
+    readme = (BUILTIN_CONFIG_DIR / "README.md").read_text()
+    for name in builtin_config_names():
+        assert f"`{name}.yaml`" in readme
