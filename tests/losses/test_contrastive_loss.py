@@ -89,11 +89,12 @@ def test_aligned_views_and_far_negatives_give_low_loss():
     assert float(low) < 0.01 < float(high)
 
 
-def test_gathered_dot_gradients_match_autograd():
+@pytest.mark.parametrize("negatives", [5, 12])  # 12 > the 9 rows indexed
+def test_gathered_dot_gradients_match_autograd(negatives):
     g = torch.Generator().manual_seed(0)
     anchors = torch.randn(7, 4, dtype=torch.float64, generator=g, requires_grad=True)
     bank = torch.randn(9, 4, dtype=torch.float64, generator=g, requires_grad=True)
-    index = torch.randint(0, 9, (7, 5), generator=g)
+    index = torch.randint(0, 9, (7, negatives), generator=g)
     assert torch.autograd.gradcheck(gathered_dot, (anchors, bank, index))
     reference = torch.einsum("nd,nrd->nr", anchors, bank[index])
     assert torch.allclose(gathered_dot(anchors, bank, index), reference)

@@ -45,6 +45,20 @@ def test_frequencies_follow_debiased_score(score, transform):
     assert_matches(y, draws, anchors=[0, 5, 13, 23], transform=transform)
 
 
+@pytest.mark.parametrize("mode", ["fusion", "uniform"])
+def test_candidate_only_rows_are_drawn_but_draw_nothing(mode):
+    y = random_fused()  # 24 flat pixels; the last 9 stand for memory-bank rows
+    generator = torch.Generator().manual_seed(2)
+    draws = sample_negatives(y, DRAWS, mode=mode, num_anchors=15, generator=generator)
+    flat = draws.reshape(24, DRAWS)
+    assert (flat[15:] == 0).all()
+    assert (flat[:15] >= 15).any(), "anchors must also draw the candidate-only rows"
+    if mode == "fusion":
+        assert_matches(y, draws, anchors=[0, 14])
+    with pytest.raises(ValueError, match="num_anchors"):
+        sample_negatives(y, 4, num_anchors=25)
+
+
 def test_the_wrong_distribution_is_rejected():
     """The chi-square check itself can fail: uniform draws do not pass as debiased ones."""
     y = random_fused()

@@ -64,4 +64,8 @@ def gathered_dot(anchors: Tensor, bank: Tensor, index: Tensor) -> Tensor:
     """
     if index.dtype != torch.long:
         index = index.long()
+    if index.shape[1] > bank.shape[0]:
+        # More slots per row than rows to index: torch's sparse CSR kernels refuse such a
+        # pattern, and the gather is small anyway.
+        return torch.einsum("md,mrd->mr", anchors, bank[index])
     return _GatheredDot.apply(anchors, bank, index.contiguous())

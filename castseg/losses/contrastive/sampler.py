@@ -25,6 +25,7 @@ def sample_negatives(
     score: ScoreVariant = "identity",
     num_mask_channels: int | None = None,
     generator: torch.Generator | None = None,
+    num_anchors: int | None = None,
 ) -> Tensor:
     """Draw R negatives per anchor pixel from the whole batch, ∝ s_deb = max(0, 1 − ⟨ỹ_a, ỹ_q⟩).
 
@@ -37,6 +38,9 @@ def sample_negatives(
         score: transform of s_deb: "identity", "square" (s²) or "sqrt" (√s).
         num_mask_channels: K, the number of leading entries of ỹ that are the mask part.
         generator: source of randomness; the same generator state gives the same draw.
+        num_anchors: only the first `num_anchors` of the B·N flat pixels are anchors (e.g. when
+            memory-bank rows are appended as candidates); the other rows are candidates only and
+            their output rows are 0. None: every pixel is an anchor.
 
     Returns:
         [B, N, R] long: flat indices into the B·N pixels of the batch; never the anchor itself.
@@ -67,13 +71,17 @@ def sample_negatives(
             f"need at least 2 pixels in the batch to sample negatives, y_tilde is "
             f"{tuple(y_tilde.shape)}"
         )
+    anchors = total if num_anchors is None else num_anchors
+    if not 0 <= anchors <= total:
+        raise ValueError(f"num_anchors must lie in [0, B·N = {total}], got {num_anchors}")
     device = y_tilde.device
     if mode == "uniform":
-        return _uniform_others(total, num_negatives, device, generator).view(
-            batch, pixels, num_negatives
-        )
+        out = torch.zeros(total, num_negatives, dtype=torch.long, device=device)
+        out[:anchors] = _uniform_others(total, num_negatives, device, generator)[:anchors]
+        return out.view(batch, pixels, num_negatives)
     y = _apply_mode(y_tilde.detach().float().reshape(total, -1), mode, num_mask_channels)
-    return _rejection_sample(y, num_negatives, score, generator).view(batch, pixels, num_negatives)
+    out = _rejection_sample(y, num_negatives, score, generator, anchors)
+    return out.view(batch, pixels, num_negatives)
 
 
 def _apply_mode(y: Tensor, mode: str, num_mask_channels: int | None) -> Tensor:
@@ -120,18 +128,21 @@ def _shift_past_anchor(candidates: Tensor, anchors: Tensor) -> Tensor:
 
 
 def _rejection_sample(
-    y: Tensor, count: int, score: str, generator: torch.Generator | None
+    y: Tensor, count: int, score: str, generator: torch.Generator | None, anchors: int
 ) -> Tensor:
     total, dims = y.shape
     device = y.device
-    out = torch.empty(total, count, dtype=torch.long, device=device)
+    out = torch.zeros(total, count, dtype=torch.long, device=device)
     filled = torch.zeros(total, dtype=torch.long, device=device)
+    filled[anchors:] = count  # candidates only: nothing to draw
     # Exact expected acceptance of the identity score: Σ_{q≠a} (1 − ⟨ỹ_a, ỹ_q⟩) / (total − 1).
-    acceptance = (total - (y @ y.sum(0))) / (total - 1) if score == "identity" else None
-    pending = torch.arange(total, device=device)
+    acceptance = None
+    if score == "identity":
+        acceptance = (total - (y[:anchors] @ y.sum(0))) / (total - 1)
+    pending = torch.arange(anchors, device=device)
     if acceptance is not None:
         pending = pending[acceptance >= _MIN_ACCEPTANCE]
-    chunk = max(1, total * (count + dims) // (count * dims))
+    chunk = max(1, anchors * (count + dims) // (count * dims))
     for _ in range(_MAX_ROUNDS):
         if pending.numel() == 0:
             break
