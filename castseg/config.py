@@ -101,6 +101,9 @@ class TeacherSource:
     num_boxes: int = _checked(100, _POSITIVE)  # boxes the detector hands to SAM2 per image
     trainable: tuple[str, ...] | None = None
     input_size: tuple[int, int] | None = _checked(None, _ALL_POSITIVE)  # hf_universal [H, W]
+    # grounded_sam2 input sizes; null: the processors' (detector [800, 1333], SAM2 1024)
+    detector_size: tuple[int, int] | None = _checked(None, _ALL_POSITIVE)  # [shortest, longest]
+    segmenter_size: int | None = _checked(None, _POSITIVE)  # square side, a multiple of 32
     proj_dim: int = _checked(128, _POSITIVE)  # pixel-embedding size of the projection head
 
 
