@@ -10,6 +10,9 @@ A checkpoint is a torch file holding plain data only (it loads with `weights_onl
     image_size     [H, W] of the evaluation view (`ResizeView`)
     normalization  {"mean", "std"}: the ImageNet statistics the model applies to [0, 1] RGB itself
     extra          caller's plain data (stage, step, config ...)
+
+That is all `castseg predict` and `castseg export` read. A payload without "normalization"
+loads with the ImageNet statistics, the only ones castseg models apply.
 """
 
 from __future__ import annotations
@@ -31,14 +34,23 @@ CHECKPOINT_FORMAT = "castseg-model-v1"
 _KEYS = ("model_args", "state_dict", "categories", "image_size")
 
 
+def imagenet_normalization() -> dict[str, list[float]]:
+    """{"mean", "std"} of the ImageNet statistics the student applies to [0, 1] RGB inputs."""
+    return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+
 @dataclass
 class LoadedCheckpoint:
-    """A rebuilt model (eval mode) with what it needs to predict."""
+    """A rebuilt model (eval mode) with what it needs to predict.
+
+    normalization: {"mean", "std"} the model applies itself; callers pass [0, 1] RGB.
+    """
 
     model: Student
     category_map: CategoryMap
     image_size: tuple[int, int]
     extra: dict[str, Any] = field(default_factory=dict)
+    normalization: dict[str, list[float]] = field(default_factory=imagenet_normalization)
 
 
 def save_checkpoint(
@@ -70,7 +82,7 @@ def save_checkpoint(
             {"id": i, "name": n} for i, n in zip(category_map.ids, category_map.names, strict=True)
         ],
         "image_size": [int(image_size[0]), int(image_size[1])],
-        "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "normalization": imagenet_normalization(),
         "extra": dict(extra or {}),
     }
     path = Path(path)
@@ -122,4 +134,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         category_map=category_map,
         image_size=(int(height), int(width)),
         extra=dict(payload.get("extra", {})),
+        normalization=_normalization(payload.get("normalization"), path),
     )
+
+
+def _normalization(value: Any, path: Path) -> dict[str, list[float]]:
+    """The checkpoint's {"mean", "std"} (three floats each); ImageNet when it has none."""
+    if value is None:
+        return imagenet_normalization()
+    if (
+        not isinstance(value, dict)
+        or set(value) != {"mean", "std"}
+        or any(not isinstance(value[key], list | tuple) or len(value[key]) != 3 for key in value)
+    ):
+        raise ValueError(
+            f"checkpoint {path}: normalization must be {{'mean': [3 floats], 'std': [3 floats]}}, "
+            f"got {value!r}"
+        )
+    return {key: [float(x) for x in value[key]] for key in ("mean", "std")}

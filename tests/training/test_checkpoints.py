@@ -115,3 +115,24 @@ def test_atomic_write_json_rejects_unserialisable_data_before_writing(tmp_path: 
     with pytest.raises(TypeError):
         atomic_write_json(tmp_path / "x.json", {"bad": object()})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_normalization_is_loaded_and_defaults_to_imagenet(student: Student, tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "m.pt", student, category_map=CATEGORIES, image_size=(56, 56))
+    imagenet = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    assert load_checkpoint(path).normalization == imagenet
+    payload = torch.load(path, weights_only=True)
+    del payload["normalization"]  # as a payload written before the key existed
+    torch.save(payload, path)
+    assert load_checkpoint(path).normalization == imagenet
+
+
+def test_a_malformed_normalization_is_a_value_error_naming_the_file(
+    student: Student, tmp_path: Path
+) -> None:
+    path = save_checkpoint(tmp_path / "m.pt", student, category_map=CATEGORIES, image_size=(56, 56))
+    payload = torch.load(path, weights_only=True)
+    payload["normalization"] = {"mean": [0.5, 0.5]}
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match=r"m\.pt: normalization"):
+        load_checkpoint(path)

@@ -1,0 +1,123 @@
+"""`castseg export CKPT --onnx FILE` of a tiny student, checked in ONNX Runtime against PyTorch,
+then used by `castseg predict --onnx FILE` with nothing else.
+
+Tolerance: ONNX Runtime and PyTorch (float32, CPU) agree within atol 1e-4 on every logit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+from castseg.cli import main
+from castseg.data.coco import CategoryMap
+from castseg.deploy.onnx_runtime import load_onnx_model
+from castseg.models.student import build_student
+from castseg.training.checkpoints import load_checkpoint, save_checkpoint
+
+CATEGORIES = CategoryMap(ids=(3, 7, 9), names=("cat", "dog", "bird"))
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """(checkpoint, .onnx, what export printed) of a tiny student at 56 × 84."""
+    folder = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(
+        folder / "student.pt",
+        build_student("tiny", 3),
+        category_map=CATEGORIES,
+        image_size=(56, 84),
+    )
+    onnx_path = folder / "student.onnx"
+    with pytest.MonkeyPatch.context() as patch:
+        printed = []
+        patch.setattr("builtins.print", lambda *args, **_: printed.append(" ".join(map(str, args))))
+        assert main(["export", str(checkpoint), "--onnx", str(onnx_path)]) == 0
+    return checkpoint, onnx_path, "\n".join(printed)
+
+
+def test_export_writes_a_checked_model_with_a_dynamic_batch(exported) -> None:
+    _, onnx_path, printed = exported
+    proto = onnx.load(onnx_path)
+    onnx.checker.check_model(proto, full_check=True)
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 56, 84]
+    assert "opset 18, input [B, 3, 56, 84]" in printed
+    assert "max |difference|" in printed
+    assert [p.name for p in onnx_path.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_the_onnx_metadata_carries_classes_size_and_normalisation(exported) -> None:
+    checkpoint, onnx_path, _ = exported
+    _, metadata = load_onnx_model(onnx_path)
+    loaded = load_checkpoint(checkpoint)
+    assert metadata.category_map == CATEGORIES
+    assert metadata.image_size == (56, 84)
+    assert metadata.normalization == loaded.normalization
+    assert metadata.model_args["size"] == "tiny"
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_onnx_runtime_matches_pytorch(exported, batch: int) -> None:
+    checkpoint, onnx_path, _ = exported
+    model = load_checkpoint(checkpoint).model
+    segmenter, _ = load_onnx_model(onnx_path)
+    images = torch.rand(batch, 3, 56, 84, generator=torch.Generator().manual_seed(batch))
+    with torch.no_grad():
+        expected = model(images)
+    actual = segmenter(images)
+    torch.testing.assert_close(actual.mask_logits, expected.mask_logits, rtol=0, atol=ATOL)
+    torch.testing.assert_close(actual.class_logits, expected.class_logits, rtol=0, atol=ATOL)
+
+
+def test_predict_with_the_onnx_file_alone_matches_the_checkpoint(exported, tmp_path) -> None:
+    checkpoint, onnx_path, _ = exported
+    rng = np.random.default_rng(1)
+    for name, size in [("a.png", (40, 60)), ("b.png", (84, 56)), ("c.png", (56, 84))]:
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(tmp_path / name)
+    common = [str(tmp_path / "*.png"), "--score-threshold", "0", "--batch-size", "2"]
+    common += ["--no-progress"]
+    assert main(["predict", str(checkpoint), *common, "--out", str(tmp_path / "torch")]) == 0
+    assert main(["predict", *common, "--onnx", str(onnx_path), "--out", str(tmp_path / "ort")]) == 0
+
+    runs = {}
+    for name in ("torch", "ort"):
+        runs[name] = json.loads((tmp_path / name / "results.json").read_text())
+        index = json.loads((tmp_path / name / "images.json").read_text())
+        assert [Path(r["file_name"]).name for r in index["images"]] == ["a.png", "b.png", "c.png"]
+    assert len(runs["torch"]) > 0
+    assert [(r["image_id"], r["category_id"]) for r in runs["ort"]] == [
+        (r["image_id"], r["category_id"]) for r in runs["torch"]
+    ]
+    np.testing.assert_allclose(
+        [r["score"] for r in runs["ort"]], [r["score"] for r in runs["torch"]], atol=ATOL
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--opset", "17"], "opset 17 is not supported"),
+        (["--height", "56"], "both --height and --width"),
+    ],
+)
+def test_bad_options_write_nothing(exported, tmp_path, capsys, extra, message) -> None:
+    checkpoint, _, _ = exported
+    target = tmp_path / "m.onnx"
+    assert main(["export", str(checkpoint), "--onnx", str(target), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_checkpoint_is_named(tmp_path, capsys) -> None:
+    assert main(["export", str(tmp_path / "gone.pt"), "--onnx", str(tmp_path / "m.onnx")]) == 2
+    assert "gone.pt" in capsys.readouterr().err
