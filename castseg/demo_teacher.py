@@ -23,6 +23,9 @@ from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 from castseg.training.experiment_data import ExperimentData
 from castseg.training.objective import StageWeights
 from castseg.training.stages import CastStages
+from castseg.training.trainer import discard_resume_files
+
+PRETRAIN_STAGE = "teacher_source_pretrain"
 
 SHIPPED_TEACHER = Path(__file__).parent / "assets" / "demo_teacher.pt"
 
@@ -64,9 +67,7 @@ def pretrain_source_teacher(
     torch.manual_seed(recipe.seed)
     teacher = build_student(recipe.size, len(source.categories))
     stages = CastStages(cfg, ExperimentData(source, None, None), out_dir, progress=progress)
-    stages.train(
-        "teacher_source_pretrain", teacher, StageWeights(0.0, 0.0), steps=recipe.steps, teacher=True
-    )
+    stages.train(PRETRAIN_STAGE, teacher, StageWeights(0.0, 0.0), steps=recipe.steps, teacher=True)
     return teacher
 
 
@@ -103,6 +104,7 @@ def source_teacher(
         image_size=tuple(cfg.data.image_size),
         extra={"fingerprint": fingerprint},
     )
+    discard_resume_files(out_dir, PRETRAIN_STAGE)  # the cached checkpoint supersedes them
     return teacher.train()
 
 

@@ -74,6 +74,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--smoke", action="store_true", help="the same code path on a tiny world in about a minute"
     )
     add_override_argument(parser)
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard an earlier run in the run folder instead of resuming it",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
@@ -102,8 +107,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = demo_config(out, world, plan, args.overrides)
     print(STAND_IN)
     teacher = source_teacher(plan.teacher, plan.world, world, cfg, out, progress=progress)
-    data = load_experiment_data(cfg.data)
-    pipeline = CastPipeline(cfg, data, out, progress=progress)
+    data = load_experiment_data(cfg.data, progress=progress)
+    pipeline = CastPipeline(cfg, data, out, progress=progress, restart=args.restart)
     outcome = pipeline.run(teacher, baseline=True)
     print()
     print(format_console_table(outcome.rows))

@@ -1,56 +1,119 @@
-"""`castseg eval`: COCO mask AP of a results file, or of a trained checkpoint on a dataset."""
+"""`castseg eval`: mask AP of a results file, of a trained checkpoint, or of a config's teacher.
+
+Three sources of predictions, one report (COCO mask AP, AP50, AP75 and AP per class):
+  castseg eval --results results.json --annotations val.json
+  castseg eval student.pt --annotations val.json --data IMAGE_ROOT
+  castseg eval --config experiment.yaml        (the config's teacher, zero-shot, on data.val_*)
+With --cityscapes ROOT (annotations from `castseg convert cityscapes`), the official Cityscapes
+instance AP and AP50 of the same predictions are printed as well.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-from castseg.evaluation.coco import CocoMetrics, evaluate_coco, format_metrics
+from castseg.commands import add_override_argument
+from castseg.evaluation.coco import CocoMetrics, evaluate_coco, format_metrics, load_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="mask AP / AP50 of a results file or a checkpoint",
-        description=(
-            "Print COCO mask AP, AP50, AP75 and AP per class. Either score a COCO results file "
-            "(--results) or run a trained CHECKPOINT on the images of --data."
-        ),
+        help="mask AP / AP50 of a results file, a checkpoint or a config's zero-shot teacher",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "checkpoint", nargs="?", type=Path, metavar="CHECKPOINT", help="trained checkpoint"
     )
-    parser.add_argument(
-        "--annotations", type=Path, required=True, help="COCO ground-truth annotations (JSON)"
-    )
+    parser.add_argument("--annotations", type=Path, help="COCO ground-truth annotations (JSON)")
     parser.add_argument("--results", type=Path, help="COCO results file (JSON) to score")
     parser.add_argument(
         "--data",
         type=Path,
         help="folder the image file names in --annotations are relative to (with CHECKPOINT)",
     )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="experiment YAML: evaluate its teacher, zero-shot, on data.val_annotations",
+    )
+    add_override_argument(parser)
+    parser.add_argument(
+        "--cityscapes",
+        type=Path,
+        metavar="ROOT",
+        help="also score with the official Cityscapes metric (ROOT holds gtFine/)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.checkpoint is None) == (args.results is None):
-        raise ValueError("give either a CHECKPOINT or --results, not both or neither")
+    sources = [args.checkpoint is not None, args.results is not None, args.config is not None]
+    if sum(sources) != 1:
+        raise ValueError("give exactly one of a CHECKPOINT, --results or --config")
+    if args.config is None and args.annotations is None:
+        raise ValueError("--annotations is required with a CHECKPOINT or --results")
+    if args.data is not None and args.checkpoint is None:
+        raise ValueError("--data is only used with a CHECKPOINT")
+    if args.overrides and args.config is None:
+        raise ValueError("--set is only used with --config")
+    progress = not args.no_progress
     if args.results is not None:
-        if args.data is not None:
-            raise ValueError("--data is only used with a CHECKPOINT")
-        metrics = evaluate_coco(args.results, args.annotations)
+        annotations = args.annotations
+        results = load_json(args.results, "results")
+        metrics = evaluate_coco(results, annotations)
+    elif args.checkpoint is not None:
+        annotations = args.annotations
+        metrics, results = _evaluate_checkpoint(args.checkpoint, annotations, args.data, progress)
     else:
-        metrics = _evaluate_checkpoint(args.checkpoint, args.annotations, args.data)
+        annotations, metrics, results = _evaluate_teacher(args.config, args.overrides, progress)
     print(format_metrics(metrics))
+    if args.cityscapes is not None:
+        from castseg.evaluation.cityscapes import evaluate_cityscapes_results
+
+        official = evaluate_cityscapes_results(results, annotations, args.cityscapes)
+        print(f"\nCityscapes (official)\nAP    {official.ap:6.2f}\nAP50  {official.ap50:6.2f}")
     return 0
 
 
 def _evaluate_checkpoint(
-    checkpoint: Path, annotations: Path, image_root: Path | None
-) -> CocoMetrics:
+    checkpoint: Path, annotations: Path, image_root: Path | None, progress: bool
+) -> tuple[CocoMetrics, list[dict[str, Any]]]:
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     # Training code pulls in Lightning and transformers; scoring a results file must not.
     from castseg.training.evaluate import evaluate_checkpoint
 
-    return evaluate_checkpoint(checkpoint, annotations, image_root=image_root)
+    result = evaluate_checkpoint(checkpoint, annotations, image_root=image_root, progress=progress)
+    return result.metrics, result.results
+
+
+def _evaluate_teacher(
+    config: Path, overrides: list[str], progress: bool
+) -> tuple[Path, CocoMetrics, list[dict[str, Any]]]:
+    """The config's teacher, as `castseg run` builds it, on the config's validation set."""
+    from castseg.config import load_config
+    from castseg.data.coco import CocoInstanceDataset
+    from castseg.models.teachers import build_teacher
+    from castseg.training.evaluate import evaluate_model
+    from castseg.training.inference import inference_device
+
+    cfg = load_config(config, overrides)
+    if cfg.data.val_annotations is None:
+        raise ValueError(f"{config}: data.val_annotations is required to evaluate the teacher")
+    dataset = CocoInstanceDataset(cfg.data.val_annotations, cfg.data.val_image_root)
+    teacher = build_teacher(cfg.teacher, dataset.categories).eval()
+    teacher.to(inference_device(cfg.run.accelerator))
+    result = evaluate_model(
+        teacher,
+        dataset,
+        image_size=tuple(cfg.data.image_size),
+        top_k=cfg.run.eval_top_k,
+        progress=progress,
+        desc="eval teacher (zero-shot)",
+    )
+    return Path(cfg.data.val_annotations), result.metrics, result.results

@@ -1,4 +1,9 @@
-"""`castseg run CONFIG`: the whole CAST pipeline on any COCO-format dataset."""
+"""`castseg run CONFIG`: the whole CAST pipeline on any COCO-format dataset.
+
+A rerun into the same run.out_dir resumes: finished stages are skipped and an interrupted one
+continues from its last checkpoint. A different config stops with an error; --restart discards
+the earlier run.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ from pathlib import Path
 
 from castseg.commands import add_override_argument
 from castseg.config import load_config
+from castseg.models.teachers import build_teacher
 from castseg.report import format_console_table
-from castseg.training.checkpoints import load_checkpoint
+from castseg.training.distributed import distributed_session, is_rank_zero
 from castseg.training.experiment_data import load_experiment_data
 from castseg.training.pipeline import CastPipeline
 
@@ -28,27 +34,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also train the supervised-only student with the same budget, for comparison",
     )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard an earlier run in the run folder instead of resuming it",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    if cfg.teacher.checkpoint is None:
-        raise ValueError(
-            "teacher.checkpoint is required: the path of a castseg checkpoint of the pretrained "
-            f"teacher (kind {cfg.teacher.kind!r})"
+    progress = not args.no_progress
+    # Launched by torchrun or SLURM with run.strategy=ddp, every rank runs this function.
+    with distributed_session(cfg.run):
+        data = load_experiment_data(cfg.data, progress=progress)
+        teacher = build_teacher(cfg.teacher, data.categories)
+        pipeline = CastPipeline(
+            cfg, data, Path(cfg.run.out_dir), progress=progress, restart=args.restart
         )
-    data = load_experiment_data(cfg.data)
-    loaded = load_checkpoint(cfg.teacher.checkpoint)
-    if loaded.category_map.names != data.categories.names:
-        raise ValueError(
-            f"teacher {cfg.teacher.checkpoint} predicts {list(loaded.category_map.names)} but "
-            f"{cfg.data.labeled_annotations} has {list(data.categories.names)}"
-        )
-    out_dir = Path(cfg.run.out_dir)
-    pipeline = CastPipeline(cfg, data, out_dir, progress=not args.no_progress)
-    outcome = pipeline.run(loaded.model.train(), baseline=args.baseline)
-    print(format_console_table(outcome.rows))
-    print(f"\nReport: {outcome.report}")
+        outcome = pipeline.run(teacher, baseline=args.baseline)
+        if is_rank_zero():
+            print(format_console_table(outcome.rows))
+            print(f"\nReport: {outcome.report}")
     return 0

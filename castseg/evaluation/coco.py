@@ -93,8 +93,8 @@ def evaluate_coco(
     """
     gt_name = str(annotations) if isinstance(annotations, str | Path) else "annotations"
     dt_name = str(results) if isinstance(results, str | Path) else "results"
-    gt_data = _load_json(annotations, "annotations")
-    dt_data = _load_json(results, "results")
+    gt_data = load_json(annotations, "annotations")
+    dt_data = load_json(results, "results")
     _check_annotations(gt_data, gt_name)
     _check_results(dt_data, gt_data, dt_name, gt_name)
 
@@ -144,7 +144,8 @@ def _percent(value: float) -> float:
     return math.nan if value < 0 else value * 100
 
 
-def _load_json(source: Any, what: str) -> Any:
+def load_json(source: Any, what: str) -> Any:
+    """`source` itself, or the JSON in the file it names; errors name the file and `what`."""
     if not isinstance(source, str | Path):
         return source
     path = Path(source)

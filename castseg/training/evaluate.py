@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from castseg.data.coco import CategoryMap, CocoInstanceDataset, load_coco_json
@@ -16,6 +16,7 @@ from castseg.data.samples import collate_samples
 from castseg.data.views import ResizeView
 from castseg.evaluation.coco import CocoMetrics, encode_results, evaluate_coco
 from castseg.training.checkpoints import load_checkpoint
+from castseg.training.distributed import all_gather_results, is_rank_zero, shard_indices
 from castseg.training.inference import predict_images
 
 
@@ -42,28 +43,43 @@ def evaluate_model(
 
     The model returns `Predictions` for C = len(dataset.categories) classes. Only the dataset's
     images (`dataset.image_ids`) count as ground truth, so a subset is scored on its own.
+    Under a process group every rank calls this: each predicts every world_size-th image, the
+    results are gathered in dataset order, and every rank returns the same metrics and results.
     """
-    view = ResizeView(image_size)
+    mine = shard_indices(len(dataset))
     loader = DataLoader(
-        dataset,
+        Subset(dataset, mine),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
         collate_fn=collate_samples,
     )
-    results: list[dict[str, Any]] = []
-    with tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress) as bar:
-        for samples in loader:
-            outputs = predict_images(model, [s.image for s in samples], view, top_k=top_k)
-            for sample, out in zip(samples, outputs, strict=True):
-                results += encode_results(
-                    sample.image_id,
-                    out["masks"],
-                    out["labels"],
-                    out["scores"],
-                    dataset.categories.to_coco,
-                )
-            bar.update(len(samples))
+    view = ResizeView(image_size)
+
+    def predict_share() -> list[list[dict[str, Any]]]:
+        """COCO results of each of this rank's images, in its order."""
+        per_image = []
+        show = progress and is_rank_zero()
+        with tqdm(total=len(mine), desc=desc, unit="img", disable=not show) as bar:
+            for samples in loader:
+                outputs = predict_images(model, [s.image for s in samples], view, top_k=top_k)
+                for sample, out in zip(samples, outputs, strict=True):
+                    per_image.append(
+                        encode_results(
+                            sample.image_id,
+                            out["masks"],
+                            out["labels"],
+                            out["scores"],
+                            dataset.categories.to_coco,
+                        )
+                    )
+                bar.update(len(samples))
+        return per_image
+
+    shares = all_gather_results(predict_share)
+    ranks = len(shares)
+    # Image i was rank (i mod ranks)'s (i div ranks)-th: back to dataset order.
+    results = [r for i in range(len(dataset)) for r in shares[i % ranks][i // ranks]]
     ground_truth = _restrict_to_images(
         load_coco_json(dataset.annotation_file), set(dataset.image_ids)
     )
@@ -71,8 +87,8 @@ def evaluate_model(
 
 
 def evaluate_checkpoint(
-    checkpoint: Path, annotations: Path, *, image_root: Path | None
-) -> CocoMetrics:
+    checkpoint: Path, annotations: Path, *, image_root: Path | None, progress: bool = True
+) -> EvalResult:
     """Mask AP of a saved model on the images of a COCO json, at the checkpoint's image size.
 
     The checkpoint's categories (ids and names) must be those of `annotations`.
@@ -81,7 +97,7 @@ def evaluate_checkpoint(
     loaded = load_checkpoint(checkpoint, map_location=device)
     dataset = CocoInstanceDataset(annotations, image_root=image_root)
     _check_same_categories(loaded.category_map, dataset.categories, checkpoint, annotations)
-    return evaluate_model(loaded.model, dataset, image_size=loaded.image_size).metrics
+    return evaluate_model(loaded.model, dataset, image_size=loaded.image_size, progress=progress)
 
 
 def _restrict_to_images(data: dict[str, Any], image_ids: set[int]) -> dict[str, Any]:

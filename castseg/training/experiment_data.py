@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from castseg.config import DataConfig
 from castseg.data.coco import CategoryMap, CocoInstanceDataset, UnlabeledImageDataset
@@ -22,14 +23,26 @@ class ExperimentData:
     def categories(self) -> CategoryMap:
         return self.labeled.categories
 
+    @property
+    def skipped_records(self) -> list[str]:
+        """Every record the datasets dropped (see `castseg.data.validation`), one line each.
 
-def load_experiment_data(cfg: DataConfig) -> ExperimentData:
-    """Build D_l, D_u and the validation set.
+        Read it after training: images that failed to decode while loading are added as they
+        are met, in any DataLoader worker.
+        """
+        datasets = (self.labeled, self.unlabeled, self.val)
+        return [reason for d in datasets if d is not None for reason in d.skipped]
+
+
+def load_experiment_data(cfg: DataConfig, *, progress: bool = True) -> ExperimentData:
+    """Build D_l, D_u and the validation set, checking every image and annotation they use.
 
     With `split`, the labeled annotations are divided into D_l and D_u (seeded by `split_seed`);
     otherwise `labeled_ids` may restrict D_l and `unlabeled` names D_u (a COCO json or an image
-    folder, restricted by `unlabeled_ids`).
+    folder, restricted by `unlabeled_ids`). `on_bad_record` says whether a broken record stops
+    here with an error or is dropped with a warning; progress: progress bars for the checks.
     """
+    checks: dict[str, Any] = {"on_bad_record": cfg.on_bad_record, "progress": progress}
     labeled_json = Path(cfg.labeled_annotations)
     unlabeled_ids = None
     if cfg.split is not None:
@@ -43,23 +56,23 @@ def load_experiment_data(cfg: DataConfig) -> ExperimentData:
         labeled_ids = read_id_list(cfg.labeled_ids, labeled_json)
     else:
         labeled_ids = None
-    labeled = CocoInstanceDataset(labeled_json, cfg.image_root, labeled_ids)
+    labeled = CocoInstanceDataset(labeled_json, cfg.image_root, labeled_ids, **checks)
 
     unlabeled = None
     if unlabeled_ids is not None:
         if unlabeled_ids:
-            unlabeled = UnlabeledImageDataset(labeled_json, unlabeled_ids, cfg.image_root)
+            unlabeled = UnlabeledImageDataset(labeled_json, unlabeled_ids, cfg.image_root, **checks)
     elif cfg.unlabeled is not None:
         source = Path(cfg.unlabeled)
         ids = None
         if cfg.unlabeled_ids is not None:
             ids = read_id_list(cfg.unlabeled_ids, source if source.suffix == ".json" else None)
         root = cfg.unlabeled_image_root if source.suffix == ".json" else None
-        unlabeled = UnlabeledImageDataset(source, ids, root)
+        unlabeled = UnlabeledImageDataset(source, ids, root, **checks)
 
     val = None
     if cfg.val_annotations is not None:
-        val = CocoInstanceDataset(cfg.val_annotations, cfg.val_image_root)
+        val = CocoInstanceDataset(cfg.val_annotations, cfg.val_image_root, **checks)
         if val.categories.names != labeled.categories.names:
             raise ValueError(
                 f"{cfg.val_annotations} has categories {list(val.categories.names)} but "

@@ -12,6 +12,15 @@ from castseg.evaluation.instance_inference import instances_from_predictions
 from castseg.structures import Predictions
 
 
+def inference_device(accelerator: str = "auto") -> torch.device:
+    """The device models predict on outside training: this rank's GPU when the accelerator
+    allows one and CUDA is there, else the CPU (Lightning moves models back to the CPU after
+    each stage)."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def model_device(model: nn.Module) -> torch.device:
     """Device of the model's first parameter or buffer; CPU for a model with neither."""
     for tensor in (*model.parameters(), *model.buffers()):

@@ -13,6 +13,7 @@ from castseg.config import ContrastiveConfig, LossConfig
 from castseg.data.correspondence import correspondence_grid
 from castseg.data.views import StrongView
 from castseg.losses.contrastive import (
+    EmbeddingMemoryBank,
     fused_pseudo_probabilities,
     instance_id_map,
     pixel_contrastive_loss,
@@ -22,7 +23,7 @@ from castseg.losses.contrastive import (
 from castseg.losses.matcher import HungarianMatcher
 from castseg.losses.set_criterion import SetCriterion
 from castseg.structures import Instances, Predictions
-from castseg.training.batches import ViewBatch
+from castseg.training.batches import ViewBatch, step_seed
 from castseg.training.objective import StageWeights, cast_objective, set_loss
 from castseg.training.optim import OptimSettings, build_optimizer
 
@@ -35,6 +36,13 @@ class CastModule(L.LightningModule):
     A batch is {"labeled": ViewBatch} or {"labeled": ViewBatch, "unlabeled": ViewBatch}, the
     unlabeled targets being the teacher's pseudo-labels. L_sup and L_semi are computed on the weak
     views; L_pxl contrasts the weak view with a strong view made here.
+
+    Every random draw of a step (dropout, the strong view, anchors, negatives, sampled points)
+    follows a reseed from (seed, rank, step), so a stage resumed from a checkpoint repeats the
+    draws of an uninterrupted one. A step whose loss or gradients are not finite is skipped with
+    a warning: the weights do not change. `skipped_steps` counts such steps, `nonfinite_streak`
+    those since the last finite one, and `last_finite_step` is that step (1-based, 0 for none);
+    the three travel in the stage's checkpoints.
     """
 
     def __init__(
@@ -49,6 +57,7 @@ class CastModule(L.LightningModule):
         steps: int,
         strong_view: StrongView | None = None,
         monitor_every: int = 1,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.model = model
@@ -59,6 +68,7 @@ class CastModule(L.LightningModule):
         self.steps = steps
         self.strong_view = strong_view or StrongView()
         self.monitor_every = monitor_every
+        self.seed = seed
         matcher = HungarianMatcher(
             cost_class=loss.class_weight,
             cost_mask=loss.mask_weight,
@@ -69,6 +79,15 @@ class CastModule(L.LightningModule):
             num_classes, matcher, no_object_weight=loss.no_object_weight, num_points=loss.num_points
         )
         self.skipped_steps = 0
+        # Past key embeddings as extra negatives (contrastive.memory_bank > 0); under DDP each
+        # rank keeps its own.
+        self.memory_bank: EmbeddingMemoryBank | None = None
+        self.nonfinite_streak = 0
+        self.last_finite_step = 0
+        self._loss_finite = True
+
+    def on_train_batch_start(self, batch: dict[str, ViewBatch], batch_idx: int) -> None:
+        torch.manual_seed(step_seed(self.seed, "module", self.global_rank, self.global_step))
 
     def training_step(self, batch: dict[str, ViewBatch], batch_idx: int) -> Tensor | None:
         labeled, unlabeled = batch["labeled"], batch.get("unlabeled")
@@ -88,9 +107,9 @@ class CastModule(L.LightningModule):
             l_pxl = self.pixel_term(images, pred, targets)
 
         loss = cast_objective(l_sup, l_semi, l_pxl, self.weights)
-        if not torch.isfinite(loss):
-            self.skipped_steps += 1
-            log.warning("step %d: non-finite loss %s skipped", self.global_step, loss.item())
+        self._loss_finite = self._everywhere(bool(torch.isfinite(loss)))
+        if not self._loss_finite:
+            self._skip(f"non-finite loss {loss.item()}")
             return None
         batch_size = images.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
@@ -101,6 +120,56 @@ class CastModule(L.LightningModule):
             self.log("train/l_pxl", l_pxl, batch_size=batch_size)
         self.log("train/lr", self.optimizers().param_groups[-1]["lr"], batch_size=batch_size)
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """End a non-finite streak, or drop the gradients of a step whose loss was finite but
+        whose gradients are not. Under a 16-bit gradient scaler, which skips steps with
+        overflowing gradients itself (and lowers its scale), only the loss counts."""
+        if not self._loss_finite:
+            return  # counted in training_step; there are no gradients
+        if not self._grad_scaled():
+            grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
+            grads = [g for g in grads if g is not None]
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+            if not torch.isfinite(norm):
+                optimizer.zero_grad(set_to_none=True)  # AdamW skips parameters without gradients
+                self._skip(f"non-finite gradient norm {norm.item()}")
+                return
+        self.nonfinite_streak = 0
+        self.last_finite_step = self.global_step + 1
+
+    def _grad_scaled(self) -> bool:
+        return (
+            self._trainer is not None
+            and getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        )
+
+    def _skip(self, what: str) -> None:
+        self.skipped_steps += 1
+        self.nonfinite_streak += 1
+        log.warning("step %d of %d: %s, step skipped", self.global_step + 1, self.steps, what)
+
+    def _everywhere(self, flag: bool) -> bool:
+        """`flag` on every rank (all ranks must skip a step together)."""
+        if self._trainer is None:
+            return flag
+        return self.trainer.strategy.reduce_boolean_decision(flag, all=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["castseg_module"] = {
+            "skipped_steps": self.skipped_steps,
+            "nonfinite_streak": self.nonfinite_streak,
+            "last_finite_step": self.last_finite_step,
+            "memory_bank": None if self.memory_bank is None else self.memory_bank.state_dict(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["castseg_module"]
+        self.skipped_steps = state["skipped_steps"]
+        self.nonfinite_streak = state["nonfinite_streak"]
+        self.last_finite_step = state["last_finite_step"]
+        if state.get("memory_bank") is not None:
+            self.memory_bank = EmbeddingMemoryBank.from_state_dict(state["memory_bank"])
 
     def pixel_term(self, images: Tensor, pred: Predictions, targets: list[Instances]) -> Tensor:
         """L_pxl between the weak view (`images`, `pred`) and a strong view made from it."""
@@ -121,20 +190,39 @@ class CastModule(L.LightningModule):
         valid = self._limit_anchors(valid.flatten(1))
         cfg = self.contrastive
         y_tilde = fused_pseudo_probabilities(pred.mask_logits, pred.class_logits, (h, w))
+        this_step = (z_strong.detach(), y_tilde, valid)  # pushed to the memory bank after use
+        banked = None
+        if cfg.memory_bank:
+            if self.memory_bank is None:
+                self.memory_bank = EmbeddingMemoryBank(cfg.memory_bank, dim)
+            # Batch and bank rows as one image; the bank rows are candidates, never anchors.
+            banked = self.memory_bank.extend(z_weak, z_strong, y_tilde, valid)
+            z_weak, z_strong, y_tilde, valid = (
+                banked.z_weak,
+                banked.z_strong,
+                banked.y_tilde,
+                banked.valid,
+            )
         negatives = sample_negatives(
             y_tilde,
             cfg.num_negatives,
             mode=cfg.mode,
             score=cfg.score,
             num_mask_channels=pred.num_queries,
+            num_anchors=batch * h * w,
         )
         l_pxl = pixel_contrastive_loss(
             z_weak, z_strong, negatives, cfg.temperature, valid=valid, margin=cfg.margin
         )
+        if self.memory_bank is not None:
+            self.memory_bank.push(*this_step)
         # The loggers keep every `monitor_every`-th step only; monitors elsewhere would be wasted.
         if (self.global_step + 1) % self.monitor_every == 0:
+            instance_ids = instance_id_map(targets, (h, w))
+            if banked is not None:
+                instance_ids = banked.instance_ids(instance_ids)
             monitors = sampling_monitors(
-                instance_id_map(targets, (h, w)),
+                instance_ids,
                 negatives,
                 z_weak.detach(),
                 z_strong.detach(),

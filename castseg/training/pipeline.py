@@ -1,9 +1,26 @@
-"""The whole CAST pipeline on one experiment: stages, evaluation, checkpoints and the report."""
+"""The whole CAST pipeline on one experiment: stages, evaluation, checkpoints, report, resume.
+
+A run is a sequence of stages. Each one, once done, is recorded in the run state
+(`castseg.training.run_state`) with its model checkpoint and its rows of the results table:
+
+    teacher_zero_shot     the pretrained teacher, evaluated             (no checkpoint)
+    teacher_finetune      θ_T^l                                          teacher_finetuned.pt
+    teacher_selftrain     pseudo-labels of θ_T^l, reset, self-training   teacher_adapted.pt
+    distill               knowledge transfer                             student_distilled.pt
+    refine                student refinement                             student.pt
+    supervised_baseline   (with `baseline`) the student on D_l alone     student_supervised.pt
+
+A rerun into the same folder skips the finished stages, loading their weights where a later
+stage needs them, and resumes an interrupted stage from its last checkpoint (`train_stage`).
+Wall times are those of the run that finished each stage; a resumed stage counts only its
+last attempt.
+"""
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,12 +30,31 @@ from torch import nn
 from castseg.config import ExperimentConfig, config_to_dict
 from castseg.models.student import build_student
 from castseg.report import ModelRow, write_report
-from castseg.training.checkpoints import save_checkpoint
+from castseg.training.checkpoints import load_checkpoint, save_checkpoint
+from castseg.training.distributed import barrier, is_rank_zero
 from castseg.training.evaluate import evaluate_model
 from castseg.training.experiment_data import ExperimentData
+from castseg.training.inference import inference_device
 from castseg.training.objective import StageWeights
 from castseg.training.prediction_samples import save_validation_samples
-from castseg.training.stages import CastStages
+from castseg.training.run_state import (
+    RUN_STATE_FILE,
+    FinishedStage,
+    RunState,
+    run_fingerprint,
+)
+from castseg.training.stages import CastStages, state_fingerprint
+from castseg.training.trainer import StageRun, discard_resume_files
+
+# The model checkpoint (out_dir/<name>.pt) each training stage leaves.
+STAGE_CHECKPOINTS = {
+    "teacher_finetune": "teacher_finetuned",
+    "teacher_selftrain": "teacher_adapted",
+    "distill": "student_distilled",
+    "refine": "student",
+    "supervised_baseline": "student_supervised",
+}
+STAGES = ("teacher_zero_shot", *STAGE_CHECKPOINTS)
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -34,23 +70,38 @@ class PipelineOutcome:
 
 
 class CastPipeline:
-    """Teacher adaptation → knowledge transfer → student refinement, each model evaluated."""
+    """Teacher adaptation → knowledge transfer → student refinement, each model evaluated.
+
+    restart: discard an earlier run in `out_dir` (its state, resumable checkpoints and
+    pseudo-label caches) instead of resuming it.
+    """
 
     def __init__(
-        self, cfg: ExperimentConfig, data: ExperimentData, out_dir: Path, *, progress: bool = True
+        self,
+        cfg: ExperimentConfig,
+        data: ExperimentData,
+        out_dir: Path,
+        *,
+        progress: bool = True,
+        restart: bool = False,
     ) -> None:
         self.cfg = cfg
         self.data = data
         self.out_dir = out_dir
         self.progress = progress
+        self.restart = restart
         self.stages = CastStages(cfg, data, out_dir, progress=progress)
         self.outcome = PipelineOutcome()
+        self.state: RunState | None = None
+        # Weights of skipped stages, loaded only when a stage that runs needs them.
+        self._pending: dict[int, tuple[nn.Module, Path]] = {}
 
     def evaluate(self, name: str, model: nn.Module, wall_s: float) -> ModelRow:
         """Mask AP of `model` on the validation set (NaN without one); appended to the table."""
         ap = ap50 = float("nan")
         per_class: dict[str, float] = {}
         if self.data.val is not None:
+            model.to(inference_device(self.cfg.run.accelerator))
             result = evaluate_model(
                 model,
                 self.data.val,
@@ -66,36 +117,127 @@ class CastPipeline:
 
     def save(self, name: str, model: nn.Module, stage: str) -> Path:
         path = self.out_dir / f"{name}.pt"
-        save_checkpoint(
-            path,
-            model,
-            category_map=self.data.categories,
-            image_size=tuple(self.cfg.data.image_size),
-            extra={"stage": stage, "config": config_to_dict(self.cfg)},
-        )
+        if is_rank_zero():  # every rank holds the same weights after a DDP stage
+            save_checkpoint(
+                path,
+                model,
+                category_map=self.data.categories,
+                image_size=tuple(self.cfg.data.image_size),
+                extra={"stage": stage, "config": config_to_dict(self.cfg)},
+            )
+        barrier()
         return path
 
     def run(self, teacher: nn.Module, *, baseline: bool = False) -> PipelineOutcome:
         """All three stages from a pretrained `teacher`; `baseline` adds a supervised student."""
-        self.evaluate("teacher (zero-shot)", teacher, 0.0)
-        start = time.perf_counter()
-        self.stages.teacher_adaptation(teacher)
-        self.evaluate("teacher (CAST adapted)", teacher, time.perf_counter() - start)
-        self.save("teacher_adapted", teacher, "teacher adaptation")
+        if self.restart:
+            self.discard_run()
+        fingerprint = run_fingerprint(self.cfg, state_fingerprint(teacher))
+        self.state = RunState.open(self.out_dir, fingerprint)
+        barrier()
+        self.stages.run_key = self.state.key
+        pretrained = copy.deepcopy(teacher.state_dict())
 
+        self.stage("teacher_zero_shot", teacher, None, evaluate_as="teacher (zero-shot)")
+        self.stage("teacher_finetune", teacher, lambda: self.stages.teacher_finetune(teacher))
+        self.stage(
+            "teacher_selftrain",
+            teacher,
+            lambda: self.stages.teacher_selftrain(teacher, pretrained),
+            evaluate_as="teacher (CAST adapted)",
+            after=("teacher_finetune",),
+        )
         L.seed_everything(self.cfg.run.seed, verbose=False)
         student = self.new_student()
         initial_student = copy.deepcopy(student.state_dict())
-        start = time.perf_counter()
-        self.stages.knowledge_transfer(student, teacher)
-        self.evaluate("student (CAST knowledge transfer)", student, time.perf_counter() - start)
-        self.stages.student_refinement(student)
-        self.evaluate("student (CAST refined)", student, time.perf_counter() - start)
-        self.save("student", student, "student refinement")
+        self.stage(
+            "distill",
+            student,
+            lambda: self.stages.knowledge_transfer(student, teacher),
+            evaluate_as="student (CAST knowledge transfer)",
+        )
+        self.stage(
+            "refine",
+            student,
+            lambda: self.stages.student_refinement(student),
+            evaluate_as="student (CAST refined)",
+            after=("distill",),
+        )
         if baseline:
             self.supervised_baseline(initial_student)
+        self._load_pending()
         self.write_report(student)
         return self.outcome
+
+    def stage(
+        self,
+        name: str,
+        model: nn.Module,
+        train: Callable[[], StageRun] | None,
+        *,
+        evaluate_as: str | None = None,
+        after: tuple[str, ...] = (),
+    ) -> None:
+        """Run stage `name` (`train`, then evaluate `model` as `evaluate_as`, save, record it),
+        or skip it when the run state lists it as finished.
+
+        The evaluation's wall time adds the stages in `after` (e.g. the adapted teacher's time
+        includes fine-tuning).
+        """
+        assert self.state is not None
+        done = self.state.finished(name)
+        if done is not None:
+            self._skip(done, model)
+            return
+        self._load_pending()
+        began = time.perf_counter()
+        run = train() if train is not None else StageRun(name, self.out_dir / name, 0, 0.0)
+        wall = time.perf_counter() - began
+        rows = []
+        if evaluate_as is not None:
+            earlier = [self.state.finished(s) for s in after]
+            total = wall + sum(s.wall_s for s in earlier if s is not None)
+            rows.append(self.evaluate(evaluate_as, model, total))
+        checkpoint = None
+        if name in STAGE_CHECKPOINTS:
+            checkpoint = self.save(STAGE_CHECKPOINTS[name], model, name).name
+        self.state.record(FinishedStage(name, checkpoint, run.steps, run.skipped_steps, wall, rows))
+        if is_rank_zero():
+            discard_resume_files(self.out_dir, name)
+
+    def _skip(self, done: FinishedStage, model: nn.Module) -> None:
+        assert self.state is not None
+        where = ""
+        if done.checkpoint is not None:
+            path = self.state.checkpoint_path(done)
+            self._pending[id(model)] = (model, path)
+            where = f"; its weights are in {path}"
+        print(f"Stage {done.name} finished in an earlier run ({self.state.path}){where}")
+        if done.steps:
+            self.stages.runs.append(
+                StageRun(
+                    done.name, self.out_dir / done.name, done.steps, done.wall_s, done.skipped_steps
+                )
+            )
+        self.outcome.rows += done.rows
+
+    def _load_pending(self) -> None:
+        """Load the weights of skipped stages into their models before anything uses them."""
+        for model, path in self._pending.values():
+            model.load_state_dict(load_checkpoint(path).model.state_dict())
+        self._pending.clear()
+
+    def discard_run(self) -> None:
+        """Forget an earlier run in out_dir: its state file, resumable checkpoints and
+        pseudo-label caches. Model checkpoints and logs are replaced as the stages rerun."""
+        if is_rank_zero():
+            (self.out_dir / RUN_STATE_FILE).unlink(missing_ok=True)
+            for name in STAGES:
+                discard_resume_files(self.out_dir, name)
+            # The caches CastStages.pseudo_label writes, complete or partial.
+            for cache in self.out_dir.glob("pseudo_labels_*.jsonl*"):
+                cache.unlink()
+        barrier()
 
     def new_student(self) -> nn.Module:
         cfg = self.cfg.student
@@ -113,14 +255,19 @@ class CastPipeline:
         student = self.new_student()
         student.load_state_dict(initial_state)
         steps = self.cfg.student.distill_iters + self.cfg.student.refine_iters
-        start = time.perf_counter()
-        self.stages.train(
-            "supervised_baseline", student, StageWeights(0.0, 0.0), steps=steps, teacher=False
+        self.stage(
+            "supervised_baseline",
+            student,
+            lambda: self.stages.train(
+                "supervised_baseline", student, StageWeights(0.0, 0.0), steps=steps, teacher=False
+            ),
+            evaluate_as="student (supervised only)",
         )
-        self.evaluate("student (supervised only)", student, time.perf_counter() - start)
-        self.save("student_supervised", student, "supervised baseline")
 
     def write_report(self, student: nn.Module) -> None:
+        """report.md with the table, curves and sample predictions (rank 0 writes it)."""
+        if not is_rank_zero():
+            return
         samples = None
         if self.data.val is not None:
             samples = save_validation_samples(

@@ -1,32 +1,21 @@
 """The pseudo-label cache: a frozen teacher labels each unlabeled image once, on disk.
 
-The cache is a JSON-lines file. Its first line is a header
-
-    {"format": "castseg-pseudo-labels-v1", "fingerprint": {...}, "num_classes": C,
-     "settings": {"image_size": [H, W], "threshold": t, "nms_iou": iou, "top_k": k,
-                  "selection": "per_query"}}
-
-and every further line holds one image:
-
-    {"image_id": 3, "height": H0, "width": W0, "instances": [
-        {"rle": {"size": [H0, W0], "counts": "..."}, "label": 2, "score": 0.91,
-         "class_probs": [... C+1 values, no-object last]}, ...]}
-
-Generation appends to `<path>.partial` and flushes after every batch; it renames the file to
-`path` once every image is labeled. An interrupted run resumes from the partial file; a
-complete cache with the same fingerprint and settings is reused without running the teacher.
+`generate_pseudo_labels` writes the cache (file layout, partial files and merge in
+`castseg.training.pseudo_label_files`), sharded across ranks under a process group;
+`PseudoLabelCache` reads a complete cache and `PseudoLabeledDataset` pairs it with its images.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 from torch import nn
@@ -38,16 +27,32 @@ from castseg.data.samples import Sample, collate_samples
 from castseg.data.views import ResizeView
 from castseg.losses.pseudo_labels import filter_pseudo_labels
 from castseg.structures import Instances
+from castseg.training.distributed import (
+    all_gather_results,
+    global_rank,
+    is_rank_zero,
+    on_rank_zero,
+    shard_indices,
+    world_size,
+)
 from castseg.training.inference import predict_images
+from castseg.training.pseudo_label_files import (
+    PSEUDO_LABEL_FORMAT,
+    check_matches,
+    encode_record,
+    merge_partials,
+    normalise,
+    partial_path,
+    read_cache_file,
+    read_partials,
+)
 
-PSEUDO_LABEL_FORMAT = "castseg-pseudo-labels-v1"
-_DECIMALS = 6  # scores and probabilities: float32 digits beyond this only grow the file
-
-
-def partial_path(path: str | Path) -> Path:
-    """Where the cache at `path` is written until it is complete."""
-    path = Path(path)
-    return path.with_name(path.name + ".partial")
+__all__ = [
+    "PseudoLabelCache",
+    "PseudoLabeledDataset",
+    "generate_pseudo_labels",
+    "partial_path",
+]
 
 
 class PseudoLabelCache:
@@ -66,7 +71,7 @@ class PseudoLabelCache:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"pseudo-label cache {path} does not exist")
-        header, records, end = _read(path)
+        header, records, end = read_cache_file(path)
         if header is None or end != path.stat().st_size:
             raise ValueError(f"pseudo-label cache {path} is empty or ends in a truncated line")
         return cls(path, header, records)
@@ -153,9 +158,13 @@ def generate_pseudo_labels(
     (None keeps them). fingerprint: JSON data identifying the teacher and
     the data (e.g. checkpoint hash, dataset split). An existing cache or partial file made with
     another fingerprint or other settings raises ValueError naming the differing keys.
+
+    Under a process group (`castseg.training.distributed`) every rank calls this with the same
+    arguments: the images still to label are dealt out across ranks, each rank appends its
+    share to its own partial file, rank 0 merges them and every rank returns the merged cache.
     """
     path = Path(path)
-    expected = _normalise(
+    expected = normalise(
         {
             "fingerprint": dict(fingerprint),
             "settings": {
@@ -167,167 +176,139 @@ def generate_pseudo_labels(
             },
         }
     )
+    _check_same_request(expected, dataset, path)
+    plan = on_rank_zero(lambda: _plan(path, dataset, expected))
+    if plan is not None:
+        mine = [plan.todo[i] for i in shard_indices(len(plan.todo))]
+        done = len(dataset) - len(plan.todo) if world_size() == 1 else 0
+        bar = tqdm(
+            total=done + len(mine),
+            initial=done,
+            desc="pseudo-labels" if world_size() == 1 else "pseudo-labels (rank 0's share)",
+            unit="img",
+            disable=not (progress and is_rank_zero()),
+        )
+        loader = DataLoader(
+            Subset(dataset, mine),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=collate_samples,
+        )
+        shard = _ShardWriter(partial_path(path, global_rank()), expected, plan.num_classes)
+        labeling = _Labeling(ResizeView(image_size), threshold, nms_iou, top_k)
+        all_gather_results(lambda: labeling.run(teacher, loader, shard, bar))
+        on_rank_zero(lambda: merge_partials(path, dataset.image_ids, expected))
+    return PseudoLabelCache.load(path)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Dataset indices still to label, and the class count C of the partial files (if any)."""
+
+    todo: list[int]
+    num_classes: int | None
+
+
+class _ShardWriter:
+    """Appends image records to one rank's partial file, its header before the first record."""
+
+    def __init__(self, path: Path, expected: dict[str, Any], num_classes: int | None) -> None:
+        self.path = path
+        self.expected = expected
+        self.num_classes = num_classes
+
+    def append(self, records: list[tuple[Sample, int, Instances]]) -> None:
+        """Write (sample, C predicted by the teacher, kept instances) records and flush."""
+        has_header = self.path.exists()
+        with self.path.open("a", encoding="utf-8") as f:
+            for sample, classes, instances in records:
+                if self.num_classes is None:
+                    self.num_classes = classes
+                elif classes != self.num_classes:
+                    raise ValueError(
+                        f"the teacher predicts {classes} classes but {self.path} was started "
+                        f"with {self.num_classes}"
+                    )
+                if not has_header:
+                    header = {
+                        "format": PSEUDO_LABEL_FORMAT,
+                        **self.expected,
+                        "num_classes": classes,
+                    }
+                    f.write(json.dumps(header) + "\n")
+                    has_header = True
+                f.write(json.dumps(encode_record(sample, instances)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@dataclass(frozen=True)
+class _Labeling:
+    """How the teacher's predictions become pseudo-labels (see `generate_pseudo_labels`)."""
+
+    view: ResizeView
+    threshold: float
+    nms_iou: float | None
+    top_k: int
+
+    def run(self, teacher: nn.Module, loader: DataLoader, shard: _ShardWriter, bar: tqdm) -> None:
+        """Label the loader's images into `shard`, one batch at a time."""
+        with bar:
+            for samples in loader:
+                # One pseudo-label per query: the teacher's most probable class for it.
+                outputs = predict_images(
+                    teacher, [s.image for s in samples], self.view, top_k=self.top_k, per_query=True
+                )
+                records = []
+                for sample, out in zip(samples, outputs, strict=True):
+                    kept = filter_pseudo_labels(
+                        out["masks"].float(),
+                        out["scores"],
+                        out["class_probs"],
+                        threshold=self.threshold,
+                        nms_iou=self.nms_iou,
+                    )
+                    records.append((sample, out["class_probs"].shape[1] - 1, kept))
+                shard.append(records)
+                bar.update(len(samples))
+
+
+def _check_same_request(
+    expected: dict[str, Any], dataset: UnlabeledImageDataset, path: Path
+) -> None:
+    """ValueError when the ranks ask for different caches (teacher, settings or images)."""
+    images = hashlib.sha1(json.dumps(list(dataset.image_ids)).encode()).hexdigest()
+    request = (str(path), expected, images)
+    requests = all_gather_results(lambda: request)
+    differing = [rank for rank, other in enumerate(requests) if other != requests[0]]
+    if differing:
+        raise ValueError(
+            f"ranks {differing} ask for another pseudo-label cache than rank 0 ({path}): every "
+            "rank must pass the same path, teacher fingerprint, settings and images"
+        )
+
+
+def _plan(path: Path, dataset: UnlabeledImageDataset, expected: dict[str, Any]) -> _Plan | None:
+    """Rank 0: None when a complete matching cache exists; else what remains to label.
+
+    Partial files of every rank of an earlier run (with any number of ranks) count, after their
+    fingerprint and settings are checked and a truncated last line is cut off.
+    """
     if path.exists():
         cache = PseudoLabelCache.load(path)
-        _check_matches(cache.fingerprint, cache.settings, expected, path)
+        check_matches(cache.fingerprint, cache.settings, expected, path)
         missing = sorted(set(dataset.image_ids) - set(cache.image_ids))
         if missing:
             raise ValueError(
                 f"pseudo-label cache {path} lacks image ids {missing[:10]} ({len(missing)} in "
                 "all) of the dataset; delete it to regenerate"
             )
-        return cache
+        return None
     if len(dataset) == 0:
         raise ValueError("the unlabeled dataset has no images to pseudo-label")
-
-    partial = partial_path(path)
-    num_classes, done = _resume(partial, expected)
-    todo = [i for i, image_id in enumerate(dataset.image_ids) if image_id not in done]
-    loader = DataLoader(
-        Subset(dataset, todo),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=collate_samples,
+    path.parent.mkdir(parents=True, exist_ok=True)
+    num_classes, records = read_partials(path, expected, truncate=True)
+    return _Plan(
+        [i for i, image_id in enumerate(dataset.image_ids) if image_id not in records],
+        num_classes,
     )
-    view = ResizeView(image_size)
-    bar = tqdm(
-        total=len(dataset),
-        initial=len(dataset) - len(todo),
-        desc="pseudo-labels",
-        unit="img",
-        disable=not progress,
-    )
-    with partial.open("a", encoding="utf-8") as f, bar:
-        for samples in loader:
-            images = [s.image for s in samples]
-            # One pseudo-label per query: the teacher's most probable class for it.
-            outputs = predict_images(teacher, images, view, top_k=top_k, per_query=True)
-            for sample, out in zip(samples, outputs, strict=True):
-                classes = out["class_probs"].shape[1] - 1
-                if num_classes is None:
-                    num_classes = classes
-                    header = {"format": PSEUDO_LABEL_FORMAT, **expected, "num_classes": classes}
-                    f.write(json.dumps(header) + "\n")
-                elif classes != num_classes:
-                    raise ValueError(
-                        f"the teacher predicts {classes} classes but {partial} was started "
-                        f"with {num_classes}"
-                    )
-                kept = filter_pseudo_labels(
-                    out["masks"].float(),
-                    out["scores"],
-                    out["class_probs"],
-                    threshold=threshold,
-                    nms_iou=nms_iou,
-                )
-                f.write(json.dumps(_encode(sample, kept)) + "\n")
-            f.flush()
-            bar.update(len(samples))
-        os.fsync(f.fileno())
-    os.replace(partial, path)
-    return PseudoLabelCache.load(path)
-
-
-def _encode(sample: Sample, instances: Instances) -> dict[str, Any]:
-    """One cache line: the image's kept instances with RLE masks (counts as str)."""
-    height, width = sample.image_size
-    items = []
-    if len(instances):
-        masks = instances.masks.numpy().transpose(1, 2, 0).astype(np.uint8)  # [H0, W0, M]
-        rles = mask_utils.encode(np.asfortranarray(masks))
-        for rle, label, score, probs in zip(
-            rles, instances.labels, instances.scores, instances.class_probs, strict=True
-        ):
-            items.append(
-                {
-                    "rle": {"size": [height, width], "counts": rle["counts"].decode("ascii")},
-                    "label": int(label),
-                    "score": round(float(score), _DECIMALS),
-                    "class_probs": [round(p, _DECIMALS) for p in probs.tolist()],
-                }
-            )
-    return {"image_id": sample.image_id, "height": height, "width": width, "instances": items}
-
-
-def _read(path: Path) -> tuple[dict[str, Any] | None, dict[int, dict], int]:
-    """(header, records by image id, bytes of complete lines) of a cache or partial file.
-
-    A last line without its newline (an interrupted write) is ignored; the header is None when
-    the file has no complete line.
-    """
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    lines = data[:end].splitlines()
-    if not lines:
-        return None, {}, end
-    header = _parse(lines[0], path, 1)
-    if not isinstance(header, dict) or header.get("format") != PSEUDO_LABEL_FORMAT:
-        found = header.get("format") if isinstance(header, dict) else header
-        raise ValueError(
-            f"{path} is not a castseg pseudo-label cache: format {found!r:.80}, expected "
-            f"{PSEUDO_LABEL_FORMAT!r}"
-        )
-    if not (
-        isinstance(header.get("fingerprint"), dict)
-        and isinstance(header.get("settings"), dict)
-        and isinstance(header.get("num_classes"), int)
-    ):
-        raise ValueError(f"{path}: the header needs 'fingerprint', 'settings' and 'num_classes'")
-    records: dict[int, dict] = {}
-    for number, line in enumerate(lines[1:], start=2):
-        record = _parse(line, path, number)
-        if not isinstance(record, dict) or not {"image_id", "instances"} <= record.keys():
-            raise ValueError(f"{path}, line {number}: expected an image record")
-        if record["image_id"] in records:
-            raise ValueError(f"{path}, line {number}: image id {record['image_id']} repeats")
-        records[record["image_id"]] = record
-    return header, records, end
-
-
-def _parse(line: bytes, path: Path, number: int) -> Any:
-    try:
-        return json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}, line {number}: not valid JSON ({err})") from err
-
-
-def _resume(partial: Path, expected: dict[str, Any]) -> tuple[int | None, set[int]]:
-    """(num_classes, image ids done) of a partial file, cut back to its complete lines.
-
-    (None, empty set) when there is nothing to resume; the file is then removed.
-    """
-    if not partial.exists():
-        return None, set()
-    header, records, end = _read(partial)
-    if header is None:
-        partial.unlink()
-        return None, set()
-    _check_matches(header["fingerprint"], header["settings"], expected, partial)
-    with partial.open("r+b") as f:
-        f.truncate(end)
-    return header["num_classes"], set(records)
-
-
-def _normalise(data: dict[str, Any]) -> dict[str, Any]:
-    """`data` as it reads back from JSON (tuples become lists), so comparisons are fair."""
-    try:
-        return json.loads(json.dumps(data))
-    except TypeError as err:
-        raise ValueError(f"the pseudo-label fingerprint must be JSON data: {err}") from err
-
-
-def _check_matches(
-    fingerprint: dict[str, Any], settings: dict[str, Any], expected: dict[str, Any], path: Path
-) -> None:
-    differing = [
-        f"{group}.{key}"
-        for group, found in (("fingerprint", fingerprint), ("settings", settings))
-        for key in sorted(found.keys() | expected[group].keys())
-        if found.get(key) != expected[group].get(key)
-    ]
-    if differing:
-        raise ValueError(
-            f"pseudo-label cache {path} was made for another teacher, data or settings: "
-            f"{', '.join(differing)} differ (cached {fingerprint} {settings}, requested "
-            f"{expected['fingerprint']} {expected['settings']}); delete it to regenerate"
-        )

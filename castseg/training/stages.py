@@ -1,23 +1,24 @@
 """The three CAST stages as functions over the same objective (paper §3.3).
 
-teacher adaptation   θ_T^l = argmin J(D_l, ∅; 0, λ_pxl)  → pseudo-label D_u with θ_T^l
-                     → reset to θ_T^0 → θ_T'' = argmin J(D_l, D_u; 1, λ_pxl)
+teacher adaptation   θ_T^l = argmin J(D_l, ∅; 0, λ_pxl)                 (teacher_finetune)
+                     → pseudo-label D_u with θ_T^l → reset to θ_T^0
+                     → θ_T'' = argmin J(D_l, D_u; 1, λ_pxl)               (teacher_selftrain)
 knowledge transfer   teacher frozen; pseudo-label D_u once; θ_s* = argmin J(D_l, D_u; λ_semi, λ_pxl)
 student refinement   θ_s† = argmin J(D_l, ∅; 0, 0) from θ_s*
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from castseg.config import ExperimentConfig
 from castseg.training.experiment_data import ExperimentData
+from castseg.training.inference import inference_device
 from castseg.training.objective import StageWeights
 from castseg.training.optim import OptimSettings
 from castseg.training.pseudo_labels import PseudoLabeledDataset, generate_pseudo_labels
@@ -29,19 +30,25 @@ def state_fingerprint(model: nn.Module) -> str:
     digest = hashlib.sha1()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(
+            tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
     return digest.hexdigest()
 
 
 @dataclass
 class CastStages:
-    """Runs CAST stages for one experiment; every finished stage is appended to `runs`."""
+    """Runs CAST stages for one experiment; every finished stage is appended to `runs`.
+
+    run_key: the run the stages' resumable checkpoints belong to (see `train_stage`).
+    """
 
     cfg: ExperimentConfig
     data: ExperimentData
     out_dir: Path
     progress: bool = True
     runs: list[StageRun] = field(default_factory=list)
+    run_key: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -77,6 +84,7 @@ class CastStages:
             batch_size=batch_size,
             out_dir=self.out_dir,
             progress=self.progress,
+            run_key=self.run_key,
         )
         self.runs.append(run)
         return run
@@ -85,7 +93,7 @@ class CastStages:
         """Pseudo-label D_u once with a frozen teacher; cached on disk under out_dir/name.jsonl."""
         if self.data.unlabeled is None:
             raise ValueError("this stage needs unlabeled data: set data.unlabeled or data.split")
-        teacher.eval()
+        teacher.eval().to(inference_device(self.cfg.run.accelerator))
         fingerprint = {"teacher": state_fingerprint(teacher), "images": len(self.data.unlabeled)}
         cache = generate_pseudo_labels(
             teacher,
@@ -100,35 +108,36 @@ class CastStages:
         )
         return PseudoLabeledDataset(self.data.unlabeled, cache)
 
-    def teacher_adaptation(self, teacher: nn.Module) -> nn.Module:
-        """Stage 1: fine-tune on D_l with L_pxl, pseudo-label, reset to θ_T^0, self-train."""
-        lambda_pxl = self.cfg.loss.lambda_pxl
-        pretrained = copy.deepcopy(teacher.state_dict())
-        self.train(
+    def teacher_finetune(self, teacher: nn.Module) -> StageRun:
+        """Stage 1a: θ_T^l, the teacher fine-tuned on D_l with L_pxl."""
+        return self.train(
             "teacher_finetune",
             teacher,
-            StageWeights(0.0, lambda_pxl),
+            StageWeights(0.0, self.cfg.loss.lambda_pxl),
             steps=self.cfg.teacher.finetune_iters,
             teacher=True,
         )
+
+    def teacher_selftrain(self, teacher: nn.Module, pretrained: dict[str, Tensor]) -> StageRun:
+        """Stage 1b: pseudo-label D_u with θ_T^l (`teacher` as it is), reset the teacher to the
+        pretrained weights θ_T^0, then self-train on D_l and pseudo-labeled D_u → θ_T''."""
         pseudo = self.pseudo_label(teacher, "pseudo_labels_teacher_finetune")
         teacher.load_state_dict(pretrained)
-        self.train(
+        return self.train(
             "teacher_selftrain",
             teacher,
-            StageWeights(1.0, lambda_pxl),
+            StageWeights(1.0, self.cfg.loss.lambda_pxl),
             steps=self.cfg.teacher.selftrain_iters,
             teacher=True,
             pseudo_labeled=pseudo,
         )
-        return teacher
 
-    def knowledge_transfer(self, student: nn.Module, teacher: nn.Module) -> nn.Module:
+    def knowledge_transfer(self, student: nn.Module, teacher: nn.Module) -> StageRun:
         """Stage 2: the frozen teacher's pseudo-labels and L_pxl train the student with J."""
         teacher.requires_grad_(False)
         pseudo = self.pseudo_label(teacher, "pseudo_labels_teacher_adapted")
         weights = StageWeights(self.cfg.loss.lambda_semi, self.cfg.loss.lambda_pxl)
-        self.train(
+        return self.train(
             "distill",
             student,
             weights,
@@ -136,15 +145,13 @@ class CastStages:
             teacher=False,
             pseudo_labeled=pseudo,
         )
-        return student
 
-    def student_refinement(self, student: nn.Module) -> nn.Module:
+    def student_refinement(self, student: nn.Module) -> StageRun:
         """Stage 3: labeled data only, λ_semi = λ_pxl = 0."""
-        self.train(
+        return self.train(
             "refine",
             student,
             StageWeights(0.0, 0.0),
             steps=self.cfg.student.refine_iters,
             teacher=False,
         )
-        return student

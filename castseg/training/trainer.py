@@ -1,25 +1,52 @@
-"""Run one training stage with Lightning: loaders, module, trainer, logs."""
+"""Run one training stage with Lightning: batches, module, trainer, logs, resumable checkpoints.
+
+A stage saves a Lightning checkpoint to `<out_dir>/<stage>/last.ckpt` every
+`run.checkpoint_every` steps and after its last step. The file is written through
+`castseg.io.atomic_write` (temporary file, fsync, rename), so a kill mid-write leaves the previous
+checkpoint whole. A stage that finds its checkpoint resumes from it; the checkpoint names its
+stage, its length and its run, and one written by anything else is an error, never silently
+trusted. Batches and the module's random draws depend on the step alone
+(`castseg.training.batches`), so on CPU a resumed stage trains exactly as an uninterrupted one.
+
+Lightning's CSVLogger deletes an existing metrics.csv when it starts. A resumed stage first moves
+the rows logged before its checkpoint to `metrics.before_resume.csv` and, when it ends, writes
+them back in front of the new rows, so the stage's log is whole. (TensorBoard keeps the event
+files of every attempt.)
+"""
 
 from __future__ import annotations
 
+import csv
+import pickle
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities import CombinedLoader
 from torch import nn
 from torch.utils.data import Dataset
 
 from castseg.config import ExperimentConfig
 from castseg.data.samples import Sample
 from castseg.data.views import WeakView
-from castseg.training.batches import training_loader
+from castseg.io import atomic_write
+from castseg.training.batches import StageBatches
 from castseg.training.module import CastModule
 from castseg.training.objective import StageWeights
 from castseg.training.optim import OptimSettings
+
+RESUME_CHECKPOINT = "last.ckpt"
+_LOG = "metrics.csv"
+_LOG_HISTORY = "metrics.before_resume.csv"
+
+
+class NonFiniteLossError(ValueError):
+    """A stage's loss or gradients stayed non-finite for `run.max_nonfinite_steps` steps."""
 
 
 @dataclass
@@ -34,7 +61,79 @@ class StageRun:
 
     @property
     def metrics_csv(self) -> Path:
-        return self.log_dir / "metrics.csv"
+        return self.log_dir / _LOG
+
+
+def resume_checkpoint(out_dir: Path, name: str) -> Path:
+    """Where stage `name` of a run in `out_dir` keeps its resumable checkpoint."""
+    return out_dir / name / RESUME_CHECKPOINT
+
+
+def discard_resume_files(out_dir: Path, name: str) -> None:
+    """Remove the resumable checkpoint and log history of stage `name` (finished or abandoned)."""
+    resume_checkpoint(out_dir, name).unlink(missing_ok=True)
+    (out_dir / name / _LOG_HISTORY).unlink(missing_ok=True)
+
+
+class StageCheckpoint(Callback):
+    """Saves the stage's resumable checkpoint every `every` steps and after the last step, and
+    stops the stage, saving first, once `max_nonfinite` consecutive steps were skipped.
+
+    identity: plain data naming the stage and run, stored in the checkpoint and checked when a
+    stage resumes from it.
+    """
+
+    def __init__(
+        self, path: Path, *, identity: dict[str, Any], every: int, max_nonfinite: int
+    ) -> None:
+        self.path = path
+        self.identity = identity
+        self.every = every
+        self.max_nonfinite = max_nonfinite
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint["castseg"] = dict(self.identity)
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        assert isinstance(pl_module, CastModule)
+        step, steps = trainer.global_step, self.identity["steps"]
+        if pl_module.nonfinite_streak >= self.max_nonfinite:
+            self.save(trainer)
+            raise NonFiniteLossError(self._stop_message(pl_module, step, steps))
+        if step % self.every == 0 or step == steps:
+            self.save(trainer)
+
+    def save(self, trainer: L.Trainer) -> None:
+        # Every rank takes part in save_checkpoint; only rank 0 writes the file. The optimizer
+        # and loop states (weights_only=False) are what makes the checkpoint resumable.
+        if trainer.is_global_zero:
+            with atomic_write(self.path) as tmp:
+                trainer.save_checkpoint(tmp, weights_only=False)
+        else:
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+    def _stop_message(self, module: CastModule, step: int, steps: int) -> str:
+        streak = module.nonfinite_streak
+        if module.last_finite_step:
+            kept = f"the weights after step {module.last_finite_step}, the last finite one,"
+        else:
+            kept = "no step was finite; the initial weights"
+        return (
+            f"stage {self.identity['stage']!r}: the loss or its gradients were not finite for "
+            f"{streak} consecutive steps (steps {step - streak + 1}-{step} of {steps}, "
+            f"run.max_nonfinite_steps={self.max_nonfinite}), so the stage stopped; {kept} are "
+            f"saved in {self.path}, which a rerun resumes from. Lower the learning rate or check "
+            "the data (a changed config needs --restart or another run.out_dir)."
+        )
 
 
 def train_stage(
@@ -51,12 +150,15 @@ def train_stage(
     batch_size: int,
     out_dir: Path,
     progress: bool = True,
+    run_key: str | None = None,
 ) -> StageRun:
     """Train `model` in place on J with `weights` for `steps` steps; logs go to out_dir/name.
 
     Each step draws `batch_size` labeled images and, when λ_semi > 0, `batch_size`
     pseudo-labeled ones (with replacement, so a stage is a fixed number of iterations as in
-    the paper).
+    the paper). The stage resumes from out_dir/name/last.ckpt when there is one; run_key names
+    the run it must belong to (None outside a `castseg run`). A `NonFiniteLossError` stops the
+    stage after `cfg.run.max_nonfinite_steps` consecutive non-finite steps.
     """
     log_dir = out_dir / name
     if steps == 0:
@@ -64,13 +166,17 @@ def train_stage(
     if weights.lambda_semi > 0 and pseudo_labeled is None:
         raise ValueError(f"stage {name!r} has λ_semi > 0 but no pseudo-labeled data")
     L.seed_everything(cfg.run.seed, verbose=False)
-    view = WeakView(tuple(cfg.data.image_size))
-    common = dict(batch_size=batch_size, steps=steps, num_workers=cfg.data.num_workers)
-    loaders = {"labeled": training_loader(labeled, view, seed=cfg.run.seed, **common)}
+    sources = {"labeled": labeled}
     if pseudo_labeled is not None and weights.lambda_semi > 0:
-        loaders["unlabeled"] = training_loader(
-            pseudo_labeled, view, seed=cfg.run.seed + 1, **common
-        )
+        sources["unlabeled"] = pseudo_labeled
+    batches = StageBatches(
+        sources,
+        WeakView(tuple(cfg.data.image_size)),
+        batch_size=batch_size,
+        steps=steps,
+        seed=cfg.run.seed,
+        num_workers=cfg.data.num_workers,
+    )
     log_every = min(cfg.run.log_every, steps)
     module = CastModule(
         model,
@@ -81,17 +187,33 @@ def train_stage(
         optim=optim,
         steps=steps,
         monitor_every=log_every,
+        seed=cfg.run.seed,
     )
+    checkpoint = resume_checkpoint(out_dir, name)
+    identity = {"stage": name, "steps": steps, "run": run_key}
     trainer = L.Trainer(
         max_steps=steps,
         max_epochs=1,
         accelerator=cfg.run.accelerator,
         devices=cfg.run.devices,
+        num_nodes=cfg.run.num_nodes,
+        # Some parameters take no part in some stages (the projection head when λ_pxl = 0, an
+        # encoder's mask token); DDP has to look for them.
+        strategy="ddp_find_unused_parameters_true" if cfg.run.strategy == "ddp" else "auto",
         precision=cfg.run.precision,
         gradient_clip_val=optim.grad_clip or None,
         logger=[
-            CSVLogger(log_dir, name="", version=""),
+            # Every logged row reaches the file at once, so a resumed stage finds them all.
+            CSVLogger(log_dir, name="", version="", flush_logs_every_n_steps=1),
             TensorBoardLogger(log_dir / "tensorboard", name="", version=""),
+        ],
+        callbacks=[
+            StageCheckpoint(
+                checkpoint,
+                identity=identity,
+                every=cfg.run.checkpoint_every,
+                max_nonfinite=cfg.run.max_nonfinite_steps,
+            )
         ],
         log_every_n_steps=log_every,
         enable_checkpointing=False,
@@ -99,13 +221,98 @@ def train_stage(
         enable_progress_bar=progress,
         num_sanity_val_steps=0,
         limit_val_batches=0,
+        use_distributed_sampler=False,  # the batches shard themselves by rank
     )
+    resume = checkpoint.is_file()
+    start = _resume_step(checkpoint, identity) if resume else 0
+    if trainer.is_global_zero:
+        _keep_log_before(log_dir, start)
     model.train()  # Lightning keeps the modes it finds; an earlier stage may have left eval mode
-    start = time.perf_counter()
+    began = time.perf_counter()
     with warnings.catch_warnings():
-        # Iteration-based loaders are built on purpose; Lightning's advice does not apply.
+        # Iteration-based, step-indexed loaders are built on purpose: Lightning's advice about
+        # workers and about resuming mid-epoch does not apply.
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
-        trainer.fit(module, train_dataloaders=CombinedLoader(loaders, mode="max_size_cycle"))
+        warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended.*")
+        # A skipped step returns None on purpose and is logged by CastModule.
+        warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
+        # A resumed stage keeps the rows of its earlier attempts itself (see module doc).
+        warnings.filterwarnings("ignore", message=".*Previous log files in this directory.*")
+        trainer.fit(
+            module, datamodule=batches, ckpt_path=checkpoint if resume else None, weights_only=True
+        )
+    if trainer.is_global_zero:
+        _restore_log_history(log_dir)
     model.eval()
-    return StageRun(name, log_dir, steps, time.perf_counter() - start, module.skipped_steps)
+    return StageRun(name, log_dir, steps, time.perf_counter() - began, module.skipped_steps)
+
+
+def _resume_step(path: Path, identity: dict[str, Any]) -> int:
+    """The step a stage resumes at from its checkpoint; ValueError when it is not this stage's."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(
+            f"resumable checkpoint {path} cannot be read ({err}); delete it to restart the "
+            "stage, or rerun with --restart"
+        ) from err
+    found = checkpoint.get("castseg") if isinstance(checkpoint, dict) else None
+    if found != identity:
+        raise ValueError(
+            f"resumable checkpoint {path} was written by another run ({found}, expected "
+            f"{identity}): delete it (the stage starts over), rerun with --restart, or choose "
+            "another run.out_dir"
+        )
+    return int(checkpoint["global_step"])
+
+
+def _keep_log_before(log_dir: Path, start: int) -> None:
+    """Before a fit from step `start`, keep the rows logged before it in the history file."""
+    history = log_dir / _LOG_HISTORY
+    if start == 0:
+        history.unlink(missing_ok=True)
+        return
+    rows = _history_and_new_rows(log_dir)
+    _write_rows(history, [row for row in rows if int(row["step"]) < start])
+
+
+def _restore_log_history(log_dir: Path) -> None:
+    """After a resumed fit, put the history in front of the rows of metrics.csv."""
+    history = log_dir / _LOG_HISTORY
+    if not history.is_file():
+        return
+    _write_rows(log_dir / _LOG, _history_and_new_rows(log_dir))
+    history.unlink()
+
+
+def _history_and_new_rows(log_dir: Path) -> list[dict[str, str]]:
+    """The history rows, then the rows of metrics.csv after the last step of the history.
+
+    metrics.csv may already be a merged file (a kill right after the merge), hence the cut.
+    """
+    old = _read_rows(log_dir / _LOG_HISTORY)
+    last = max((int(row["step"]) for row in old), default=-1)
+    return old + [row for row in _read_rows(log_dir / _LOG) if int(row["step"]) > last]
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    """Complete rows of a CSV log (a row cut short by a kill is dropped); [] without a file."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [
+        row
+        for row in rows
+        if None not in row and None not in row.values() and row.get("step", "").isdigit()
+    ]
+
+
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    """Write rows as CSV with sorted columns (as CSVLogger does), atomically."""
+    fields = sorted({key for row in rows for key in row})
+    with atomic_write(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)

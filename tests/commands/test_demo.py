@@ -34,6 +34,12 @@ def test_demo_smoke_end_to_end(tmp_path, capsys):
     assert student.category_map.names == ("disc", "box", "triangle", "ring", "cross")
     assert (out / "pseudo_labels_teacher_adapted.jsonl").is_file()
 
-    # A second run reuses the cached source teacher and the pseudo-labels.
+    # A second run reuses the cached source teacher and skips every finished stage, yet prints
+    # the whole table.
     assert main(["demo", "--smoke", "--out", str(out), "--no-progress"]) == 0
-    assert "Using the source-pretrained stand-in teacher cached in" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Using the source-pretrained stand-in teacher cached in" in printed
+    for stage in ("teacher_zero_shot", "teacher_selftrain", "refine", "supervised_baseline"):
+        assert f"Stage {stage} finished in an earlier run" in printed, stage
+    for name in MODELS:
+        assert re.search(re.escape(name) + r"\s+\d+\.\d+\s+\S+\s+\S+\s+\d+\.\d", printed), name

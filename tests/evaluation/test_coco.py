@@ -205,7 +205,9 @@ def test_cli_eval_errors_name_the_problem(tmp_path, capsys):
     assert main(["eval", "--results", str(tmp_path / "nope.json"), "--annotations", str(gt_path)])
     assert "nope.json" in capsys.readouterr().err
     assert main(["eval", "--annotations", str(gt_path)]) == 2
-    assert "CHECKPOINT or --results" in capsys.readouterr().err
+    assert "exactly one of a CHECKPOINT, --results or --config" in capsys.readouterr().err
+    assert main(["eval", "--results", str(gt_path)]) == 2
+    assert "--annotations is required" in capsys.readouterr().err
 
 
 def test_cli_eval_checkpoint_delegates_to_training(tmp_path, capsys, monkeypatch):
@@ -213,9 +215,9 @@ def test_cli_eval_checkpoint_delegates_to_training(tmp_path, capsys, monkeypatch
     checkpoint.write_bytes(b"")
     calls = []
 
-    def fake_evaluate_checkpoint(path, annotations, *, image_root):
+    def fake_evaluate_checkpoint(path, annotations, *, image_root, progress):
         calls.append((path, annotations, image_root))
-        return evaluate_coco([], annotations_dict())
+        return types.SimpleNamespace(metrics=evaluate_coco([], annotations_dict()), results=[])
 
     fake = types.ModuleType("castseg.training.evaluate")
     fake.evaluate_checkpoint = fake_evaluate_checkpoint

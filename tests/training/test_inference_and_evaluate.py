@@ -189,7 +189,7 @@ def test_evaluate_checkpoint_runs_a_saved_student(annotations: Path, tmp_path: P
     student = build_student("tiny", num_classes=3)
     categories = CategoryMap.from_categories(CATEGORIES)
     path = save_checkpoint(tmp_path / "m.pt", student, category_map=categories, image_size=(56, 56))
-    metrics = evaluate_checkpoint(path, annotations, image_root=None)
+    metrics = evaluate_checkpoint(path, annotations, image_root=None, progress=False).metrics
     assert 0.0 <= metrics.ap <= 100.0
     assert set(metrics.per_class) == {"cat", "dog", "bird"}
 

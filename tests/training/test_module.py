@@ -23,7 +23,7 @@ def batch(n, seed):
     return ViewBatch(images, targets)
 
 
-def module(weights):
+def module(weights, contrastive=None):
     torch.manual_seed(0)
     model = build_student("tiny", num_classes=3)
     settings = OptimSettings(
@@ -33,7 +33,7 @@ def module(weights):
         model,
         num_classes=3,
         loss=LossConfig(num_points=64),
-        contrastive=ContrastiveConfig(num_negatives=8),
+        contrastive=contrastive or ContrastiveConfig(num_negatives=8),
         weights=weights,
         optim=settings,
         steps=10,
@@ -61,6 +61,24 @@ def test_step_combines_all_terms_and_reaches_every_part():
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
 
 
+def test_memory_bank_fills_adds_negatives_and_survives_a_checkpoint():
+    m = module(StageWeights(0.0, 0.2), ContrastiveConfig(num_negatives=8, memory_bank=50))
+    values = logged(m)
+    m.training_step({"labeled": batch(2, 0)}, 0)
+    bank = m.memory_bank
+    first = len(bank)
+    assert 0 < first <= 32  # the valid anchors of 2 images x 4 x 4 patches
+    loss = m.training_step({"labeled": batch(2, 1)}, 1)
+    assert torch.isfinite(loss) and 0.0 <= values["train/fnr"] <= 1.0
+    assert first < len(bank) <= 50
+    checkpoint = {}
+    m.on_save_checkpoint(checkpoint)
+    restored = module(StageWeights(0.0, 0.2), ContrastiveConfig(num_negatives=8, memory_bank=50))
+    restored.on_load_checkpoint(checkpoint)
+    assert torch.equal(restored.memory_bank.keys, bank.keys)
+    assert torch.equal(restored.memory_bank.probs, bank.probs)
+
+
 def test_refinement_step_has_only_the_supervised_term():
     m = module(StageWeights(0.0, 0.0))
     values = logged(m)
@@ -76,4 +94,20 @@ def test_non_finite_loss_skips_the_step():
     with torch.no_grad():
         next(m.model.decoder.parameters()).fill_(float("nan"))
     assert m.training_step({"labeled": batch(1, 0)}, 0) is None
-    assert m.skipped_steps == 1
+    assert (m.skipped_steps, m.nonfinite_streak, m.last_finite_step) == (1, 1, 0)
+
+
+def test_non_finite_gradients_are_dropped_and_a_finite_step_ends_the_streak():
+    m = module(StageWeights(0.0, 0.0))
+    logged(m)
+    optimizer = m.optimizers()
+    m.training_step({"labeled": batch(1, 0)}, 0).backward()
+    next(p for p in m.model.parameters() if p.grad is not None).grad.view(-1)[0] = float("inf")
+    m.on_before_optimizer_step(optimizer)
+    assert all(p.grad is None for p in m.model.parameters())
+    assert (m.skipped_steps, m.nonfinite_streak, m.last_finite_step) == (1, 1, 0)
+
+    m.training_step({"labeled": batch(1, 0)}, 0).backward()
+    m.on_before_optimizer_step(optimizer)
+    assert any(p.grad is not None for p in m.model.parameters())
+    assert (m.skipped_steps, m.nonfinite_streak, m.last_finite_step) == (1, 0, 1)

@@ -144,13 +144,11 @@ def test_another_fingerprint_or_setting_is_an_error(
     assert teacher.seen == 0
 
 
-def test_resume_skips_written_images_and_drops_a_truncated_line(
-    image_folder: Path, tmp_path: Path
-) -> None:
-    path = tmp_path / "labels.jsonl"
+def partial_header(num_classes: int = 3, fingerprint: dict = FINGERPRINT) -> str:
+    """The header line generation writes with the default settings."""
     header = {
         "format": "castseg-pseudo-labels-v1",
-        "fingerprint": FINGERPRINT,
+        "fingerprint": fingerprint,
         "settings": {
             "image_size": list(SIZE),
             "threshold": 0.3,
@@ -158,18 +156,30 @@ def test_resume_skips_written_images_and_drops_a_truncated_line(
             "top_k": 100,
             "selection": "per_query",
         },
-        "num_classes": 3,
+        "num_classes": num_classes,
     }
-    # A marker record for image 1 that the teacher would never produce: it must survive.
+    return json.dumps(header)
+
+
+def marker_record(image_id: int, label: int = 1) -> str:
+    """A record the stub teacher would never produce (one full-image instance of `label`)."""
     full = mask_utils.encode(np.ones((*SIZE, 1), dtype=np.uint8, order="F"))[0]
     marker = {
         "rle": {"size": list(SIZE), "counts": full["counts"].decode()},
-        "label": 1,
+        "label": label,
         "score": 0.5,
         "class_probs": [0.1, 0.5, 0.2, 0.2],
     }
-    written = {"image_id": 1, "height": SIZE[0], "width": SIZE[1], "instances": [marker]}
-    lines = [json.dumps(header), json.dumps(written), '{"image_id": 2, "height": 5']
+    return json.dumps(
+        {"image_id": image_id, "height": SIZE[0], "width": SIZE[1], "instances": [marker]}
+    )
+
+
+def test_resume_skips_written_images_and_drops_a_truncated_line(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "labels.jsonl"
+    lines = [partial_header(), marker_record(1), '{"image_id": 2, "height": 5']
     partial_path(path).write_text("\n".join(lines))
 
     teacher = ColourTeacher()
@@ -180,6 +190,48 @@ def test_resume_skips_written_images_and_drops_a_truncated_line(
     assert cache.instances(1).masks.all()
     assert cache.instances(2).labels.tolist() == [0, 2]
     assert not partial_path(path).exists()
+
+
+def test_resume_merges_the_partial_files_of_every_rank(image_folder: Path, tmp_path: Path) -> None:
+    """Partial files of an interrupted 3-rank run resume in one process; the merge keeps them."""
+    path = tmp_path / "labels.jsonl"
+    partial_path(path, 1).write_text(partial_header() + "\n" + marker_record(1, label=2) + "\n")
+    partial_path(path, 2).write_text(partial_header() + "\n" + '{"image_id": 0, "heig')
+    teacher = ColourTeacher()
+    cache = generate(teacher, image_folder, path)
+    assert teacher.seen == 2  # images 0 and 2; image 1 came from rank 1's file
+    assert cache.image_ids == [0, 1, 2]  # dataset order
+    assert cache.instances(1).labels.tolist() == [2] and cache.instances(1).masks.all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.jsonl"]
+    fresh = generate(ColourTeacher(), image_folder, tmp_path / "fresh" / "labels.jsonl")
+    lines, fresh_lines = path.read_text().splitlines(), fresh.path.read_text().splitlines()
+    assert lines[0] == fresh_lines[0] and lines[1] == fresh_lines[1] and lines[3] == fresh_lines[3]
+
+
+@pytest.mark.parametrize(
+    ("rank1_lines", "message"),
+    [
+        (
+            [partial_header(), marker_record(0)],
+            r"labels\.jsonl\.rank1\.partial and .*labels\.jsonl\.partial both hold image id 0",
+        ),
+        ([partial_header(num_classes=4)], r"rank1\.partial holds 4 classes but .*partial holds 3"),
+        (
+            [partial_header(fingerprint={"teacher": "other"})],
+            r"labels\.jsonl\.rank1\.partial was made for another teacher.*fingerprint\.split",
+        ),
+    ],
+)
+def test_partial_files_that_disagree_are_refused(
+    image_folder: Path, tmp_path: Path, rank1_lines: list[str], message: str
+) -> None:
+    path = tmp_path / "labels.jsonl"
+    partial_path(path).write_text(partial_header() + "\n" + marker_record(0) + "\n")
+    partial_path(path, 1).write_text("\n".join(rank1_lines) + "\n")
+    teacher = ColourTeacher()
+    with pytest.raises(ValueError, match=message):
+        generate(teacher, image_folder, path)
+    assert teacher.seen == 0
 
 
 def test_a_failure_leaves_only_the_partial_file_which_resumes(

@@ -1,0 +1,217 @@
+"""The state file of a run: which stages finished, so a rerun into the same folder skips them.
+
+`<out_dir>/run_state.json`, rewritten atomically whenever a stage finishes:
+
+    {"format": "castseg-run-state-v1",
+     "fingerprint": {"config": {...}, "teacher": "<SHA-1 of the initial teacher weights>"},
+     "stages": {"teacher_finetune": {"checkpoint": "teacher_finetuned.pt", "steps": 1000,
+                                     "skipped_steps": 0, "wall_s": 812.3, "rows": []},
+                ...}}
+
+A stage's checkpoint is relative to the run folder (null when the stage changes no weights, e.g.
+an evaluation) and its rows are the results-table rows it produced (AP as null when undefined).
+
+The fingerprint is what the run's results depend on: the config without the keys in
+`NEUTRAL_KEYS` (where the run writes, how often it logs and checkpoints, when it gives up on
+non-finite losses, how many loader processes it uses: none of them changes a number) and the
+teacher's initial weights. A run into a folder whose state has another fingerprint stops with a
+`RunStateMismatchError` naming the differences; `restart=True` discards the old run instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from castseg.config import ExperimentConfig, config_to_dict
+from castseg.io import atomic_write_json
+from castseg.report import ModelRow
+from castseg.training.distributed import is_rank_zero
+
+RUN_STATE_FORMAT = "castseg-run-state-v1"
+RUN_STATE_FILE = "run_state.json"
+NEUTRAL_KEYS = (
+    "run.out_dir",
+    "run.log_every",
+    "run.checkpoint_every",
+    "run.max_nonfinite_steps",
+    "data.num_workers",
+)
+
+
+class RunStateMismatchError(ValueError):
+    """The run folder holds a run with another config or teacher."""
+
+
+def run_fingerprint(cfg: ExperimentConfig, teacher_weights: str) -> dict[str, Any]:
+    """What a run's results depend on: the config minus `NEUTRAL_KEYS`, and the teacher.
+
+    teacher_weights: a digest of the teacher's initial weights (`state_fingerprint`).
+    """
+    config = config_to_dict(cfg)
+    for key in NEUTRAL_KEYS:
+        section, name = key.split(".")
+        del config[section][name]
+    return {"config": config, "teacher": teacher_weights}
+
+
+@dataclass
+class FinishedStage:
+    """A stage of the run that is done: what a rerun needs to skip it."""
+
+    name: str
+    checkpoint: str | None  # relative to the run folder
+    steps: int = 0
+    skipped_steps: int = 0
+    wall_s: float = 0.0
+    rows: list[ModelRow] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "checkpoint": self.checkpoint,
+            "steps": self.steps,
+            "skipped_steps": self.skipped_steps,
+            "wall_s": self.wall_s,
+            "rows": [_row_to_json(row) for row in self.rows],
+        }
+
+    @classmethod
+    def from_json(cls, name: str, data: dict[str, Any]) -> FinishedStage:
+        return cls(
+            name,
+            data["checkpoint"],
+            data["steps"],
+            data["skipped_steps"],
+            data["wall_s"],
+            [_row_from_json(row) for row in data["rows"]],
+        )
+
+
+class RunState:
+    """The finished stages of the run in `out_dir`, kept in `out_dir/run_state.json`."""
+
+    def __init__(
+        self, path: Path, fingerprint: dict[str, Any], stages: list[FinishedStage]
+    ) -> None:
+        self.path = path
+        self.fingerprint = fingerprint
+        self._stages = {stage.name: stage for stage in stages}
+
+    @property
+    def key(self) -> str:
+        """A short digest of the fingerprint: names this run in its resumable checkpoints."""
+        text = json.dumps(self.fingerprint, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @classmethod
+    def open(cls, out_dir: str | Path, fingerprint: dict[str, Any]) -> RunState:
+        """The state of the run in `out_dir`; a new, empty one (written at once) when there is
+        none. RunStateMismatchError when the folder holds a run with another fingerprint."""
+        path = Path(out_dir) / RUN_STATE_FILE
+        fingerprint = json.loads(json.dumps(fingerprint))  # tuples as lists, as read back
+        if not path.is_file():
+            state = cls(path, fingerprint, [])
+            state._write()
+            return state
+        data = _read(path)
+        if data["fingerprint"] != fingerprint:
+            differences = "; ".join(_differences(data["fingerprint"], fingerprint))
+            raise RunStateMismatchError(
+                f"{path.parent} holds a run with another config or teacher ({differences}): "
+                "choose another run.out_dir, or rerun with --restart to discard that run"
+            )
+        stages = []
+        for name, record in data["stages"].items():
+            try:
+                stages.append(FinishedStage.from_json(name, record))
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(
+                    f"{path}: stage {name!r} is not a valid record ({err!r}); rerun with --restart"
+                ) from err
+        return cls(path, fingerprint, stages)
+
+    def finished(self, name: str) -> FinishedStage | None:
+        """The record of stage `name` if it finished and its checkpoint (if any) still exists."""
+        stage = self._stages.get(name)
+        if stage is None or not (stage.checkpoint is None or self.checkpoint_path(stage).is_file()):
+            return None
+        return stage
+
+    def checkpoint_path(self, stage: FinishedStage) -> Path:
+        assert stage.checkpoint is not None
+        return self.path.parent / stage.checkpoint
+
+    def record(self, stage: FinishedStage) -> None:
+        """Mark `stage` finished, replacing an older record of it, and rewrite the file."""
+        self._stages[stage.name] = stage
+        self._write()
+
+    def _write(self) -> None:
+        if not is_rank_zero():
+            return  # every rank keeps the same state; one writes it
+        atomic_write_json(
+            self.path,
+            {
+                "format": RUN_STATE_FORMAT,
+                "fingerprint": self.fingerprint,
+                "stages": {name: stage.to_json() for name, stage in self._stages.items()},
+            },
+        )
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); rerun with --restart") from err
+    if not isinstance(data, dict) or data.get("format") != RUN_STATE_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(
+            f"{path} is not a castseg run state: format {found!r}, expected "
+            f"{RUN_STATE_FORMAT!r}; rerun with --restart"
+        )
+    if not isinstance(data.get("fingerprint"), dict) or not isinstance(data.get("stages"), dict):
+        raise ValueError(f"{path} lacks 'fingerprint' or 'stages'; rerun with --restart")
+    return data
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """'key: old → new' for every leaf that differs between two nested dicts (a key only one
+    of them has shows as absent in the other)."""
+    found = []
+    for key in sorted(old.keys() | new.keys()):
+        name = f"{prefix}{key}"
+        if key not in old or key not in new:
+            a, b = (repr(d[key]) if key in d else "(absent)" for d in (old, new))
+            found.append(f"{name}: {a} → {b}")
+        elif isinstance(old[key], dict) and isinstance(new[key], dict):
+            found += _differences(old[key], new[key], f"{name}.")
+        elif old[key] != new[key]:
+            found.append(f"{name}: {old[key]!r} → {new[key]!r}")
+    return found
+
+
+def _row_to_json(row: ModelRow) -> dict[str, Any]:
+    data = asdict(row)
+    for key in ("ap", "ap50"):
+        data[key] = None if math.isnan(data[key]) else data[key]
+    data["per_class"] = {k: None if math.isnan(v) else v for k, v in row.per_class.items()}
+    return data
+
+
+def _row_from_json(data: dict[str, Any]) -> ModelRow:
+    def number(value: float | None) -> float:
+        return math.nan if value is None else float(value)
+
+    return ModelRow(
+        data["name"],
+        data["parameters"],
+        number(data["ap"]),
+        number(data["ap50"]),
+        data["wall_s"],
+        {k: number(v) for k, v in data["per_class"].items()},
+    )
