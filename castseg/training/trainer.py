@@ -233,6 +233,8 @@ def train_stage(
         # Iteration-based, step-indexed loaders are built on purpose: Lightning's advice about
         # workers and about resuming mid-epoch does not apply.
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # Teachers keep their frozen encoders in eval mode on purpose.
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
         warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended.*")
         # A skipped step returns None on purpose and is logged by CastModule.
