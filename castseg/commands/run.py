@@ -56,5 +56,8 @@ def run(args: argparse.Namespace) -> int:
         outcome = pipeline.run(teacher, baseline=args.baseline)
         if is_rank_zero():
             print(format_console_table(outcome.rows))
+            skipped = data.skipped_records
+            if skipped:
+                print(f"\n{len(skipped)} data records skipped (listed in the report)")
             print(f"\nReport: {outcome.report}")
     return 0

@@ -284,4 +284,20 @@ class CastPipeline:
             stage_logs={run.name: run.metrics_csv for run in self.stages.runs if run.steps},
             predictions_png=samples,
             config=config_to_dict(self.cfg),
+            notes=self.data_notes(),
         )
+
+    def data_notes(self) -> list[str]:
+        """Report lines for the records `data.on_bad_record: skip` dropped, and the steps
+        skipped for a non-finite loss."""
+        notes = []
+        skipped = self.data.skipped_records
+        if skipped:
+            notes.append(f"{len(skipped)} data records skipped (data.on_bad_record: skip):")
+            notes += [f"skipped: {reason}" for reason in skipped]
+        for run in self.stages.runs:
+            if run.skipped_steps:
+                notes.append(
+                    f"stage {run.name}: {run.skipped_steps} steps skipped for a non-finite loss"
+                )
+        return notes

@@ -2,6 +2,7 @@
 results from the same seed, and a run killed with SIGKILL that a rerun completes exactly."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -229,3 +230,21 @@ def test_a_persistent_non_finite_loss_stops_the_run_with_a_clear_error(
     assert "castseg run: error: stage 'teacher_finetune': " in error
     assert "2 consecutive steps (steps 1-2 of 3" in error and str(checkpoint) in error
     assert torch.load(checkpoint, weights_only=True)["global_step"] == 2
+
+
+def test_skipped_bad_records_are_counted_and_reported(tmp_path, synthetic_world, capsys):
+    world = dict(synthetic_world)
+    copy = tmp_path / "target_train"
+    shutil.copytree(world["target_train"].parent, copy)
+    broken = sorted((copy / "images").iterdir())[0]
+    broken.write_bytes(b"not an image")
+    world["target_train"] = copy / world["target_train"].name
+    config = write_config(tmp_path, world, save_teacher(tmp_path / "t.pt", world))
+    assert main(["run", str(config), "--no-progress", *FAST]) == 2
+    assert broken.name in capsys.readouterr().err
+
+    skip = ["--set", "data.on_bad_record=skip"]
+    assert main(["run", str(config), "--no-progress", *FAST, *skip]) == 0
+    assert "1 data records skipped" in capsys.readouterr().out
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "1 data records skipped" in report and broken.name in report
