@@ -84,7 +84,10 @@ def _place(
     """
     if flip:
         image = image.flip(-1)
-    image = resize(image, scaled_size, interpolation="bilinear", antialias=True)
+    # torch's antialiased bilinear (triangle filter); kornia's Gaussian pre-blur is 5-15x slower.
+    image = F.interpolate(
+        image[None], scaled_size, mode="bilinear", antialias=True, align_corners=False
+    )[0]
     image = _crop_pad(image, offset, size)
     if instances is None:
         return image, None

@@ -22,7 +22,8 @@ from PIL import Image
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from castseg.data.coco import CategoryMap, load_rgb_image
+from castseg.data.coco import CategoryMap
+from castseg.data.images import load_rgb_image
 from castseg.data.views import ResizeView
 from castseg.deploy.devices import torch_device
 from castseg.deploy.onnx_runtime import load_onnx_model

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from castseg.data.coco import CategoryMap, CocoInstanceDataset, load_coco_json
+from castseg.data.coco import CategoryMap, CocoInstanceDataset
 from castseg.data.samples import collate_samples
 from castseg.data.views import ResizeView
 from castseg.evaluation.coco import CocoMetrics, encode_results, evaluate_coco
@@ -80,10 +80,8 @@ def evaluate_model(
     ranks = len(shares)
     # Image i was rank (i mod ranks)'s (i div ranks)-th: back to dataset order.
     results = [r for i in range(len(dataset)) for r in shares[i % ranks][i // ranks]]
-    ground_truth = _restrict_to_images(
-        load_coco_json(dataset.annotation_file), set(dataset.image_ids)
-    )
-    return EvalResult(evaluate_coco(results, ground_truth), results)
+    # The records the dataset kept: records `data.on_bad_record: skip` dropped are not scored.
+    return EvalResult(evaluate_coco(results, dataset.ground_truth()), results)
 
 
 def evaluate_checkpoint(
@@ -98,16 +96,6 @@ def evaluate_checkpoint(
     dataset = CocoInstanceDataset(annotations, image_root=image_root)
     _check_same_categories(loaded.category_map, dataset.categories, checkpoint, annotations)
     return evaluate_model(loaded.model, dataset, image_size=loaded.image_size, progress=progress)
-
-
-def _restrict_to_images(data: dict[str, Any], image_ids: set[int]) -> dict[str, Any]:
-    """The COCO json with only the given images and their annotations."""
-    return {
-        **data,
-        "images": [img for img in data["images"] if img["id"] in image_ids],
-        "annotations": [a for a in data.get("annotations", []) if a["image_id"] in image_ids],
-        "categories": data.get("categories", []),
-    }
 
 
 def _check_same_categories(

@@ -12,7 +12,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from castseg.cli import main
-from castseg.data.coco import CategoryMap, load_rgb_image
+from castseg.data.coco import CategoryMap
+from castseg.data.images import load_rgb_image
 from castseg.data.views import ResizeView
 from castseg.evaluation.coco import encode_results
 from castseg.models.student import build_student

@@ -1,6 +1,6 @@
 """The bad-input corpus: every broken input a COCO dataset may hold, under both policies.
 
-Every case starts from the same valid dataset (`BASE`) and changes one thing. Images: 1 `a.png`,
+Every case starts from the same valid dataset (`_base`) and changes one thing. Images: 1 `a.png`,
 2 `b.png`, 3 `c.jpg`, all 24×32. Annotations: 1 (compressed RLE) and 2 (polygon) on image 1,
 3 (uncompressed RLE) and 4 (polygon) on image 2, 5 (compressed RLE) and 6 (polygon) on image 3.
 
@@ -11,7 +11,7 @@ Every case starts from the same valid dataset (`BASE`) and changes one thing. Im
 | truncated_jpeg        | c.jpg cut in half                            | image 3       |
 | missing_image         | b.png deleted                                | image 2       |
 | image_size_mismatch   | the json says image 2 is 25×32               | image 2       |
-| image_without_id      | images[1] has no id                          | images[1]     |
+| image_without_id      | images[1] has no id (orphans annotations 3-4)| images[1]     |
 | image_without_file    | image 2 has no file_name                     | image 2       |
 | unknown_image         | annotation 7 names image 99                  | annotation 7  |
 | unknown_category      | annotation 2 names category 5                | annotation 2  |
