@@ -22,11 +22,11 @@ from tqdm import tqdm
 
 from castseg.data.convert_common import (
     checked_png,
+    convert_all_splits,
     image_size,
     mask_annotation,
     require_files,
     require_folder,
-    write_coco_json,
 )
 
 # (name, SceneParsing-150 id) of instance-benchmark classes 1..100, in that order; from the
@@ -129,15 +129,14 @@ def convert_ade20k(
     Both splits are checked for layout before the first image is converted, and nothing is
     written unless both convert.
     """
-    for split in SPLITS:
-        find_pairs(root, split)
-    converted = {split: convert_split(root, split, progress=progress) for split in SPLITS}
-    written = {}
-    for split, data in converted.items():
-        path = Path(out_dir) / OUTPUT_NAMES[split]
-        write_coco_json(path, data["images"], data["annotations"], data["categories"])
-        written[split] = path
-    return written
+    return convert_all_splits(
+        root,
+        out_dir,
+        OUTPUT_NAMES,
+        check_layout=find_pairs,
+        convert_split=convert_split,
+        progress=progress,
+    )
 
 
 def _category_id(classes: np.ndarray, png_file: Path, instance: int) -> int:

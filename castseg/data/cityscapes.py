@@ -23,11 +23,11 @@ from tqdm import tqdm
 
 from castseg.data.convert_common import (
     checked_png,
+    convert_all_splits,
     image_size,
     mask_annotation,
     require_files,
     require_folder,
-    write_coco_json,
 )
 
 # Thing classes scored by the official instance evaluation (caravan and trailer are not).
@@ -158,12 +158,11 @@ def convert_cityscapes(
     Both splits are checked for layout before the first image is converted, and nothing is
     written unless both convert.
     """
-    for split in SPLITS:
-        find_frames(root, split)
-    converted = {split: convert_split(root, split, progress=progress) for split in SPLITS}
-    written = {}
-    for split, data in converted.items():
-        path = Path(out_dir) / OUTPUT_NAMES[split]
-        write_coco_json(path, data["images"], data["annotations"], data["categories"])
-        written[split] = path
-    return written
+    return convert_all_splits(
+        root,
+        out_dir,
+        OUTPUT_NAMES,
+        check_layout=find_frames,
+        convert_split=convert_split,
+        progress=progress,
+    )

@@ -6,7 +6,7 @@ and annotation records; only the records (RLE masks) are kept in memory, never t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +91,27 @@ def write_coco_json(
     """Write a COCO instances json atomically (compact: these files hold many RLE masks)."""
     data = {"images": images, "annotations": annotations, "categories": categories}
     atomic_write_json(path, data, indent=None)
+
+
+def convert_all_splits(
+    root: str | Path,
+    out_dir: str | Path,
+    output_names: Mapping[str, str],
+    *,
+    check_layout: Callable[[str | Path, str], object],
+    convert_split: Callable[..., dict],
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Check every split's layout, convert them all, then write out_dir/<output name> per split.
+
+    Nothing is written unless every split converts. Returns split → path of its COCO json.
+    """
+    for split in output_names:
+        check_layout(root, split)
+    converted = {split: convert_split(root, split, progress=progress) for split in output_names}
+    written = {}
+    for split, data in converted.items():
+        path = Path(out_dir) / output_names[split]
+        write_coco_json(path, data["images"], data["annotations"], data["categories"])
+        written[split] = path
+    return written
