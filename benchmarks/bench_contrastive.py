@@ -6,6 +6,7 @@ over its RSS once the inputs exist. Prints a Markdown table.
     python benchmarks/bench_contrastive.py            # paper sizes: B=8, 37x74, D=128, K=100
     python benchmarks/bench_contrastive.py --batch 2  # smaller
     python benchmarks/bench_contrastive.py --logit-scale 10  # confident predictions
+    python benchmarks/bench_contrastive.py --memory-bank 10000  # + in-batch vs. a 10k bank
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from castseg.losses.contrastive import (
+    EmbeddingMemoryBank,
     fused_pseudo_probabilities,
     pixel_contrastive_loss,
     sample_negatives,
@@ -48,6 +50,26 @@ def castseg_step(mask_logits, class_logits, z_weak, z_strong, size, negatives, t
     return pixel_contrastive_loss(z_weak, z_strong, index, temperature)
 
 
+def bank_step(bank, mask_logits, class_logits, z_weak, z_strong, size, negatives, temperature):
+    """castseg_step with the memory bank's rows as extra candidate negatives (as CastModule)."""
+    y = fused_pseudo_probabilities(mask_logits, class_logits, size)
+    anchors = y.shape[0] * y.shape[1]
+    banked = bank.extend(z_weak, z_strong, y)
+    index = sample_negatives(banked.y_tilde, negatives, num_anchors=anchors)
+    return pixel_contrastive_loss(
+        banked.z_weak, banked.z_strong, index, temperature, valid=banked.valid
+    )
+
+
+def filled_bank(rows: int, dim: int, width: int) -> EmbeddingMemoryBank:
+    """A bank of `rows` random unit embeddings with random fused vectors of length `width`."""
+    bank = EmbeddingMemoryBank(rows, dim)
+    keys = torch.randn(1, rows, dim)
+    probs = F.normalize(torch.rand(1, rows, width), dim=-1)
+    bank.push(keys, probs)
+    return bank
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -62,6 +84,12 @@ def run_variant(args: argparse.Namespace) -> dict[str, float]:
     z_weak = torch.randn(args.batch, h * w, args.dim, requires_grad=True)
     z_strong = torch.randn(args.batch, h * w, args.dim, requires_grad=True)
     step = naive_step if args.variant == "naive" else castseg_step
+    if args.variant == "bank":
+        bank = filled_bank(args.memory_bank, args.dim, args.queries + args.classes)
+
+        def step(*inputs):
+            return bank_step(bank, *inputs)
+
     baseline = peak_rss_mib()
     start = time.perf_counter()
     loss = step(mask_logits, class_logits, z_weak, z_strong, (h, w), args.negatives, 0.2)
@@ -88,13 +116,20 @@ def main() -> None:
         help="scale of the random logits: 1 is an untrained model (flat P_m, the sampler's exact "
         "path), 10 a confident one (peaked P_m, the rejection path)",
     )
-    parser.add_argument("--variant", choices=["naive", "castseg"])
+    parser.add_argument(
+        "--memory-bank",
+        type=int,
+        default=0,
+        help="also time castseg with a memory bank of this many past embeddings (Table 13)",
+    )
+    parser.add_argument("--variant", choices=["naive", "castseg", "bank"])
     args = parser.parse_args()
     if args.variant:
         print(json.dumps(run_variant(args)))
         return
     rows = {}
-    for variant in ("naive", "castseg"):
+    variants = ["naive", "castseg"] + (["bank"] if args.memory_bank else [])
+    for variant in variants:
         cmd = [sys.executable, __file__, *sys.argv[1:], "--variant", variant]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows[variant] = json.loads(out.strip().splitlines()[-1])
@@ -107,6 +142,8 @@ def main() -> None:
     print("| variant | forward (s) | forward+backward (s) | peak extra memory (MiB) |")
     print("|---|---:|---:|---:|")
     for name, r in rows.items():
+        if name == "bank":
+            name = f"castseg + {args.memory_bank}-row bank"
         print(f"| {name} | {r['forward_s']:.2f} | {r['total_s']:.2f} | {r['peak_mib']:.0f} |")
     n, c = rows["naive"], rows["castseg"]
     print(
