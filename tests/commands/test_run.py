@@ -14,6 +14,7 @@ import yaml
 
 from castseg.cli import main
 from castseg.data.coco import CategoryMap
+from castseg.data.validation import BadRecordWarning
 from castseg.models.student import build_student
 from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 
@@ -244,7 +245,8 @@ def test_skipped_bad_records_are_counted_and_reported(tmp_path, synthetic_world,
     assert broken.name in capsys.readouterr().err
 
     skip = ["--set", "data.on_bad_record=skip"]
-    assert main(["run", str(config), "--no-progress", *FAST, *skip]) == 0
+    with pytest.warns(BadRecordWarning, match=broken.name):
+        assert main(["run", str(config), "--no-progress", *FAST, *skip]) == 0
     assert "1 data records skipped" in capsys.readouterr().out
     report = (tmp_path / "run" / "report.md").read_text()
     assert "1 data records skipped" in report and broken.name in report
