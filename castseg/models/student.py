@@ -66,6 +66,11 @@ class Student(nn.Module):
             aux=aux,
         )
 
+    def embed(self, images: Tensor) -> Tensor:
+        """The `embeddings` of `forward(images)` alone, without running the decoder."""
+        tokens, grid = self.encoder(images)
+        return self.head(self.neck(tokens, grid).patch_features)
+
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by learning rate: "encoder" (DINOv2) and "decoder" (neck, decoder, head)."""
         rest = [*self.neck.parameters(), *self.decoder.parameters(), *self.head.parameters()]

@@ -176,7 +176,9 @@ class CastModule(L.LightningModule):
         if pred.embeddings is None:
             raise ValueError("λ_pxl > 0 needs a model that returns pixel embeddings")
         strong, weak_to_strong = self.strong_view(images)
-        strong_embeddings = self.model(strong).embeddings
+        # Only the strong view's embeddings are needed: models that can, skip their decoders.
+        embed = getattr(self.model, "embed", None)
+        strong_embeddings = embed(strong) if embed is not None else self.model(strong).embeddings
         batch, dim, h, w = pred.embeddings.shape
         grid, valid = correspondence_grid(weak_to_strong, tuple(images.shape[-2:]), (h, w))
         at_weak = F.grid_sample(

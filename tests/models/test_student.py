@@ -146,3 +146,10 @@ def test_same_seed_gives_same_model_and_output() -> None:
     first = run(0)
     torch.testing.assert_close(run(0), first, rtol=0, atol=0)
     assert not torch.allclose(run(1), first)
+
+
+def test_embed_equals_the_forward_embeddings(tiny: Student) -> None:
+    images = torch.rand(2, 3, 56, 84, generator=torch.Generator().manual_seed(3))
+    tiny.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(tiny.embed(images), tiny(images).embeddings)

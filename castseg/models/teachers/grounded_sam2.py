@@ -284,6 +284,16 @@ class GroundedSAM2Teacher(nn.Module):
             embeddings=self.head(segmented.image_embeddings[-1]),
         )
 
+    def embed(self, images: Tensor) -> Tensor:
+        """The `embeddings` of `forward(images)` alone: SAM2's image encoder and the projection
+        head, without the detector and the mask decoder (what L_pxl needs of the strong view)."""
+        size = self.segmenter_size
+        pixels = self._resized(images, (size, size), "segmenter")
+        features = self.segmenter.get_image_features(pixels, return_dict=True).fpn_hidden_states
+        last = features[-1] + self.segmenter.no_memory_embedding  # as Sam2Model.forward does
+        height, width = self.segmenter.backbone_feature_sizes[-1]
+        return self.head(last.permute(1, 2, 0).reshape(images.shape[0], -1, height, width))
+
     def _resized(self, images: Tensor, size: tuple[int, int], role: str) -> Tensor:
         """`images` resized to `size` (bilinear, antialiased) and normalised for `role`."""
         if tuple(images.shape[-2:]) != tuple(size):

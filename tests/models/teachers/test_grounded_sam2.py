@@ -215,3 +215,15 @@ def test_loading_errors_name_the_source(tiny_detector_dir, tiny_segmenter_dir, t
         load(tiny_detector_dir, tmp_path)
     with pytest.raises(ValueError, match="is a 'sam2' model, expected 'mm-grounding-dino'"):
         load(tiny_segmenter_dir, tiny_segmenter_dir)
+
+
+def test_embed_equals_the_forward_embeddings_and_trains_the_head(
+    tiny_detector_dir, tiny_segmenter_dir
+):
+    teacher = load(tiny_detector_dir, tiny_segmenter_dir).eval()
+    images = torch.rand(2, 3, 56, 84, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(teacher.embed(images), teacher(images).embeddings)
+    teacher.embed(images).sum().backward()
+    assert all(p.grad is not None for p in teacher.head.parameters())
+    assert all(p.grad is None for p in teacher.detector.parameters())

@@ -17,7 +17,7 @@ from transformers import (
 from castseg.config import ContrastiveConfig, LossConfig
 from castseg.models.encoder import IMAGENET_MEAN, IMAGENET_STD
 from castseg.models.registry import build_model
-from castseg.models.teachers.hf_universal import HFUniversalTeacher, resolve_label_ids
+from castseg.models.teachers.hf_universal import HFUniversalTeacher
 from castseg.structures import Instances
 from castseg.training.batches import ViewBatch
 from castseg.training.module import CastModule
@@ -158,22 +158,6 @@ def test_eomt_uses_patch_tokens_and_imagenet_statistics_without_a_processor(eomt
     assert wide.mask_logits.shape == (1, 4, 11, 16) and wide.embeddings.shape == (1, 8, 3, 4)
     with pytest.raises(ValueError, match="image_size"):
         HFUniversalTeacher(teacher.model, CLASSES, [[3], [1], [2]], input_size=(64, 64))
-
-
-def test_label_map_overrides_pool_labels_and_errors_name_what_is_wrong():
-    assert resolve_label_ids(CLASSES, MODEL_LABELS) == [[3], [1], [2]]
-    pooled = resolve_label_ids(["vehicle", "Person"], MODEL_LABELS, {"vehicle": ["car", 0]})
-    assert pooled == [[0, 2], [1]]
-    with pytest.raises(ValueError, match=r"\['rider', 'bus'\] match no model label"):
-        resolve_label_ids(["rider", "person", "bus"], MODEL_LABELS)
-    with pytest.raises(ValueError, match="not dataset classes"):
-        resolve_label_ids(["person"], MODEL_LABELS, {"rider": "person"})
-    with pytest.raises(ValueError, match="model label 'bus' does not exist"):
-        resolve_label_ids(["vehicle"], MODEL_LABELS, {"vehicle": "bus"})
-    with pytest.raises(ValueError, match="model label id 7 does not exist"):
-        resolve_label_ids(["vehicle"], MODEL_LABELS, {"vehicle": 7})
-    with pytest.raises(ValueError, match="mapped to both 'vehicle' and 'car'"):
-        resolve_label_ids(["vehicle", "car"], MODEL_LABELS, {"vehicle": ["car", "truck"]})
 
 
 def test_pooled_labels_sum_their_probabilities(mask2former_dir):
