@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from castseg.data.coco import UnlabeledImageDataset
-from castseg.data.samples import Sample, collate_samples
+from castseg.data.samples import ImageRecord, Sample, collate_samples
 from castseg.data.views import ResizeView
 from castseg.losses.pseudo_labels import filter_pseudo_labels
 from castseg.structures import Instances
@@ -196,7 +196,8 @@ def generate_pseudo_labels(
         )
         shard = _ShardWriter(partial_path(path, global_rank()), expected, plan.num_classes)
         labeling = _Labeling(ResizeView(image_size), threshold, nms_iou, top_k)
-        all_gather_results(lambda: labeling.run(teacher, loader, shard, bar))
+        records = [dataset.records[i] for i in mine]
+        all_gather_results(lambda: labeling.run(teacher, loader, records, shard, bar))
         on_rank_zero(lambda: merge_partials(path, dataset.image_ids, expected))
     return PseudoLabelCache.load(path)
 
@@ -217,11 +218,11 @@ class _ShardWriter:
         self.expected = expected
         self.num_classes = num_classes
 
-    def append(self, records: list[tuple[Sample, int, Instances]]) -> None:
-        """Write (sample, C predicted by the teacher, kept instances) records and flush."""
+    def append(self, records: list[tuple[dict[str, Any], int]]) -> None:
+        """Write (`encode_record` line, C predicted by the teacher) records and flush."""
         has_header = self.path.exists()
         with self.path.open("a", encoding="utf-8") as f:
-            for sample, classes, instances in records:
+            for line, classes in records:
                 if self.num_classes is None:
                     self.num_classes = classes
                 elif classes != self.num_classes:
@@ -237,7 +238,7 @@ class _ShardWriter:
                     }
                     f.write(json.dumps(header) + "\n")
                     has_header = True
-                f.write(json.dumps(encode_record(sample, instances)) + "\n")
+                f.write(json.dumps(line) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -251,8 +252,22 @@ class _Labeling:
     nms_iou: float | None
     top_k: int
 
-    def run(self, teacher: nn.Module, loader: DataLoader, shard: _ShardWriter, bar: tqdm) -> None:
-        """Label the loader's images into `shard`, one batch at a time."""
+    def run(
+        self,
+        teacher: nn.Module,
+        loader: DataLoader,
+        expected: list[ImageRecord],
+        shard: _ShardWriter,
+        bar: tqdm,
+    ) -> None:
+        """Label the loader's images (the images of `expected`, in order) into `shard`.
+
+        An image that fails to decode under `data.on_bad_record: skip` comes back as another
+        image (see `CheckedImageDataset`): its own record is written empty, so the cache still
+        lists every image once; training, meeting it again, also gets the other image, with that
+        image's pseudo-labels.
+        """
+        expected_records = iter(expected)
         with bar:
             for samples in loader:
                 # One pseudo-label per query: the teacher's most probable class for it.
@@ -268,7 +283,13 @@ class _Labeling:
                         threshold=self.threshold,
                         nms_iou=self.nms_iou,
                     )
-                    records.append((sample, out["class_probs"].shape[1] - 1, kept))
+                    classes = out["class_probs"].shape[1] - 1
+                    record = next(expected_records)
+                    if sample.image_id != record.image_id:
+                        empty = {"height": record.height, "width": record.width, "instances": []}
+                        records.append(({"image_id": record.image_id, **empty}, classes))
+                    else:
+                        records.append((encode_record(sample, kept), classes))
                 shard.append(records)
                 bar.update(len(samples))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from pycocotools import mask as mask_utils
 from torch import Tensor, nn
 
 from castseg.data.coco import UnlabeledImageDataset
+from castseg.data.validation import BadRecordWarning
 from castseg.structures import Predictions
 from castseg.training.pseudo_labels import (
     PseudoLabelCache,
@@ -271,6 +273,34 @@ def test_pseudo_labeled_dataset_gives_samples_with_cached_instances(
         PseudoLabeledDataset(UnlabeledImageDataset(image_folder), cache)
     with pytest.raises(KeyError, match="no image id 2"):
         cache.instances(2)
+
+
+def test_an_image_that_fails_to_decode_under_skip_gets_an_empty_record(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "images"
+    shutil.copytree(image_folder, folder)
+    data = bytearray((folder / "image_1.png").read_bytes())  # header and end marker intact
+    middle = len(data) // 2
+    data[middle : middle + 8] = bytes(255 - b for b in data[middle : middle + 8])
+    (folder / "image_1.png").write_bytes(bytes(data))
+    dataset = UnlabeledImageDataset(folder, on_bad_record="skip")
+    assert dataset.image_ids == [0, 1, 2]  # the cheap check at construction passes
+    with pytest.warns(BadRecordWarning, match="image_1.png"):
+        cache = generate_pseudo_labels(
+            ColourTeacher(),
+            dataset,
+            tmp_path / "l.jsonl",
+            image_size=SIZE,
+            fingerprint={},
+            progress=False,
+        )
+    assert cache.image_ids == [0, 1, 2]
+    assert len(cache.instances(1)) == 0 and cache.instances(1).image_size == SIZE
+    assert cache.instances(2).labels.tolist() == [0, 2]
+    substitute = PseudoLabeledDataset(dataset, cache)[1]  # image 1 still fails: image 2 instead
+    assert substitute.image_id == 2
+    assert torch.equal(substitute.instances.masks, cache.instances(2).masks)
 
 
 def test_loading_a_foreign_file_names_it(tmp_path: Path) -> None:
