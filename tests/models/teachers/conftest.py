@@ -17,6 +17,8 @@ import torch
 from transformers import (
     BertConfig,
     BertTokenizer,
+    EomtConfig,
+    EomtForUniversalSegmentation,
     GroundingDinoImageProcessorPil,
     GroundingDinoProcessor,
     MMGroundingDinoConfig,
@@ -151,3 +153,28 @@ def tiny_segmenter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     (path / "preprocessor_config.json").write_text(json.dumps(settings, indent=2))
     return path
+
+
+@pytest.fixture(scope="session")
+def make_tiny_eomt(tmp_path_factory: pytest.TempPathFactory):
+    """`make(id2label, seed) -> folder` of a tiny random EoMT (32 × 32 input, patch 8, 4 queries),
+    saved without an image processor."""
+
+    def make(id2label: dict[int, str], seed: int) -> Path:
+        torch.manual_seed(seed)
+        config = EomtConfig(
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            num_blocks=1,
+            num_queries=4,
+            num_register_tokens=1,
+            id2label=id2label,
+        )
+        path = tmp_path_factory.mktemp("eomt")
+        EomtForUniversalSegmentation(config).save_pretrained(path)
+        return path
+
+    return make

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
-from transformers import EomtConfig, EomtForUniversalSegmentation
 
 from castseg.models.registry import build_model
 from castseg.models.student import build_student
@@ -18,23 +17,9 @@ CLASSES = ["person", "car", "bicycle"]
 
 
 @pytest.fixture(scope="module")
-def eomt_dir(tmp_path_factory):
-    """A tiny random EoMT (32 × 32 input) whose labels include the three dataset classes."""
-    torch.manual_seed(3)
-    config = EomtConfig(
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-        num_blocks=1,
-        num_queries=4,
-        num_register_tokens=1,
-        id2label={0: "bicycle", 1: "car", 2: "dog", 3: "person"},
-    )
-    path = tmp_path_factory.mktemp("eomt")
-    EomtForUniversalSegmentation(config).save_pretrained(path)
-    return path
+def eomt_dir(make_tiny_eomt):
+    """A tiny random EoMT whose labels include the three dataset classes."""
+    return make_tiny_eomt({0: "bicycle", 1: "car", 2: "dog", 3: "person"}, seed=3)
 
 
 def hf_teacher(path, classes=CLASSES):

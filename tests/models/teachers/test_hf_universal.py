@@ -6,8 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from transformers import (
-    EomtConfig,
-    EomtForUniversalSegmentation,
     Mask2FormerConfig,
     Mask2FormerForUniversalSegmentation,
     Mask2FormerImageProcessorPil,
@@ -66,23 +64,9 @@ def mask2former_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def eomt_dir(tmp_path_factory):
-    """A tiny random EoMT (32 × 32 input, patch 8), saved without an image processor."""
-    torch.manual_seed(1)
-    config = EomtConfig(
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-        num_blocks=1,
-        num_queries=4,
-        num_register_tokens=1,
-        id2label=MODEL_LABELS,
-    )
-    path = tmp_path_factory.mktemp("eomt")
-    EomtForUniversalSegmentation(config).save_pretrained(path)
-    return path
+def eomt_dir(make_tiny_eomt):
+    """A tiny random EoMT, saved without an image processor."""
+    return make_tiny_eomt(MODEL_LABELS, seed=1)
 
 
 def expected_probs(model_logits):
