@@ -32,6 +32,9 @@ Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
 Precision = Literal["32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"]
 
 BUILTIN_CONFIG_DIR = Path(__file__).with_name("configs")
+# The student's DINOv2 encoder cuts images into 14 × 14 patches (`castseg.models.sizes`), so
+# data.image_size must be a multiple of it; checked at load unless student.encoder replaces it.
+STUDENT_PATCH_SIZE = 14
 
 
 class ConfigError(ValueError):
@@ -112,7 +115,6 @@ class TeacherConfig(TeacherSource):
     """Stage 1, teacher adaptation: AdamW, multi-step schedule (Table 8, appendix D)."""
 
     kind: TeacherKind = "grounded_sam2"
-    size: str = "small"  # student_family teachers built without a checkpoint
     members: tuple[TeacherSource, ...] = ()  # kind "ensemble"
     ensemble_iou: float = _checked(0.5, _UNIT_INTERVAL)  # mask IoU that merges members' instances
     ensemble_top_k: int | None = _checked(None, _POSITIVE)  # instances kept; null: all members'
@@ -234,8 +236,51 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
 
 
 def config_from_dict(raw: Any) -> ExperimentConfig:
-    """Build and check a config from plain data (as read from YAML)."""
-    return _build(ExperimentConfig, raw, "")
+    """Build and check a config from plain data (as read from YAML): every value's type and
+    range, then what depends on several keys (`check_consistency`)."""
+    cfg = _build(ExperimentConfig, raw, "")
+    check_consistency(cfg)
+    return cfg
+
+
+def check_consistency(cfg: ExperimentConfig) -> None:
+    """ConfigError naming the key when keys that depend on each other disagree: the image size
+    against the student's patch grid, and the keys each teacher kind needs."""
+    if cfg.student.encoder is None:
+        bad = [side for side in cfg.data.image_size if side % STUDENT_PATCH_SIZE]
+        if bad:
+            raise ConfigError(
+                f"data.image_size: {list(cfg.data.image_size)} is not a multiple of the "
+                f"student's patch size {STUDENT_PATCH_SIZE}; nearest valid sizes: "
+                + " or ".join(str(size) for size in nearest_sizes(cfg.data.image_size))
+            )
+    if cfg.teacher.kind == "ensemble":
+        if len(cfg.teacher.members) < 2:
+            raise ConfigError("teacher.members: kind 'ensemble' needs at least two members")
+        for i, member in enumerate(cfg.teacher.members):
+            _check_teacher_source(member, f"teacher.members[{i}]")
+    else:
+        _check_teacher_source(cfg.teacher, "teacher")
+
+
+def nearest_sizes(size: tuple[int, int], multiple: int = STUDENT_PATCH_SIZE) -> list[list[int]]:
+    """The multiples of `multiple` just below and just above `size`, side by side."""
+    below = [max(multiple, side // multiple * multiple) for side in size]
+    above = [-(-side // multiple) * multiple for side in size]
+    return [below] if below == above else [below, above]
+
+
+def _check_teacher_source(source: TeacherSource, key: str) -> None:
+    if source.kind == "student_family" and source.checkpoint is None:
+        raise ConfigError(
+            f"{key}.checkpoint: kind 'student_family' needs the path of a castseg checkpoint of "
+            "the pretrained teacher"
+        )
+    if source.kind == "hf_universal" and source.model is None and source.checkpoint is None:
+        raise ConfigError(
+            f"{key}.model: kind 'hf_universal' needs a hub id or local folder of a "
+            "Mask2Former or EoMT model"
+        )
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:

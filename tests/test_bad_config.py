@@ -20,6 +20,11 @@ Every message starts with the file's path and names the offending key by its ful
 | top_level_not_mapping   | a YAML list instead of a mapping                |
 | empty_file              | nothing at all                                  |
 | invalid_yaml            | unbalanced brackets                             |
+| off_patch_grid          | image_size not a multiple of the 14-pixel patch |
+| student_family_no_ckpt  | kind student_family without teacher.checkpoint  |
+| hf_universal_no_model   | kind hf_universal without teacher.model         |
+| ensemble_one_member     | kind ensemble with a single member              |
+| member_without_key      | an ensemble member student_family, no checkpoint|
 """
 
 from __future__ import annotations
@@ -71,6 +76,27 @@ CASES = {
     "top_level_not_mapping": ("- data\n- student\n", "expected a mapping with keys data, "),
     "empty_file": ("", "expected a mapping with keys data, teacher, "),
     "invalid_yaml": (DATA + "student: {lr_decoder: [1e-4\n", "invalid YAML"),
+    "off_patch_grid": (
+        DATA + "  image_size: [250, 250]\n",
+        "data.image_size: [250, 250] is not a multiple of the student's patch size 14; nearest "
+        "valid sizes: [238, 238] or [252, 252]",
+    ),
+    "student_family_no_ckpt": (
+        DATA + "teacher:\n  kind: student_family\n",
+        "teacher.checkpoint: kind 'student_family' needs the path of a castseg checkpoint",
+    ),
+    "hf_universal_no_model": (
+        DATA + "teacher:\n  kind: hf_universal\n",
+        "teacher.model: kind 'hf_universal' needs a hub id or local folder",
+    ),
+    "ensemble_one_member": (
+        DATA + "teacher:\n  kind: ensemble\n  members: [{kind: grounded_sam2}]\n",
+        "teacher.members: kind 'ensemble' needs at least two members",
+    ),
+    "member_without_key": (
+        DATA + "teacher:\n  kind: ensemble\n  members: [{}, {kind: student_family}]\n",
+        "teacher.members[1].checkpoint: kind 'student_family' needs",
+    ),
 }
 
 

@@ -58,7 +58,7 @@ def test_yaml_values_are_typed(tmp_path):
     cfg = load_config(
         write(
             tmp_path,
-            "data: {labeled_annotations: a.json, split: 10, image_size: [64, 96]}\n"
+            "data: {labeled_annotations: a.json, split: 10, image_size: [70, 98]}\n"
             "student: {lr_encoder: 1e-4, distill_iters: 50}\n"
             "teacher: {lr: 1, milestones: [0.5]}\n"
             "run: {devices: 2}\n",
@@ -67,7 +67,7 @@ def test_yaml_values_are_typed(tmp_path):
     assert cfg.student.lr_encoder == 1e-4  # plain PyYAML would read 1e-4 as a string
     assert cfg.teacher.lr == 1.0 and isinstance(cfg.teacher.lr, float)
     assert cfg.data.split == 10 and isinstance(cfg.data.split, int)
-    assert cfg.data.image_size == (64, 96) and cfg.teacher.milestones == (0.5,)
+    assert cfg.data.image_size == (70, 98) and cfg.teacher.milestones == (0.5,)
     assert cfg.run.devices == 2 and cfg.student.distill_iters == 50
     assert cfg.student.lr_decoder == 5e-5  # untouched keys keep defaults
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -139,7 +139,7 @@ def test_overrides():
 
 
 def test_save_load_round_trip(tmp_path):
-    cfg = apply_overrides(minimal(), ["data.split=0.1", "run.seed=3", "teacher.size=tiny"])
+    cfg = apply_overrides(minimal(), ["data.split=0.1", "run.seed=3", "student.size=tiny"])
     path = tmp_path / "out" / "config.yaml"
     save_config(cfg, path)
     assert load_config(path) == cfg

@@ -1,6 +1,6 @@
 """The state file of a run: which stages finished, so a rerun into the same folder skips them.
 
-`<out_dir>/run_state.json`, rewritten atomically whenever a stage finishes:
+`<out_dir>/run_state.json`, written atomically when a stage finishes (none before):
 
     {"format": "castseg-run-state-v1",
      "fingerprint": {"config": {...}, "teacher": "<SHA-1 of the initial teacher weights>"},
@@ -109,15 +109,17 @@ class RunState:
 
     @classmethod
     def open(cls, out_dir: str | Path, fingerprint: dict[str, Any]) -> RunState:
-        """The state of the run in `out_dir`; a new, empty one (written at once) when there is
-        none. RunStateMismatchError when the folder holds a run with another fingerprint."""
+        """The state of the run in `out_dir`; a new, empty one when there is none, first written
+        when a stage finishes. RunStateMismatchError when the folder holds a run with another
+        fingerprint that finished a stage (a state with no finished stage holds nothing to keep,
+        so a corrected rerun replaces it)."""
         path = Path(out_dir) / RUN_STATE_FILE
         fingerprint = json.loads(json.dumps(fingerprint))  # tuples as lists, as read back
         if not path.is_file():
-            state = cls(path, fingerprint, [])
-            state._write()
-            return state
+            return cls(path, fingerprint, [])
         data = _read(path)
+        if not data["stages"]:
+            return cls(path, fingerprint, [])
         if data["fingerprint"] != fingerprint:
             differences = "; ".join(_differences(data["fingerprint"], fingerprint))
             raise RunStateMismatchError(

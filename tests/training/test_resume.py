@@ -3,6 +3,7 @@ exactly where an uninterrupted one does; a persistent non-finite loss stops the 
 clear error and a checkpoint of the last good weights; the run state skips finished stages and
 refuses a folder of another run."""
 
+import json
 import logging
 import math
 
@@ -187,9 +188,10 @@ def row(name: str, ap: float) -> ModelRow:
 def test_run_state_records_stages_and_refuses_another_config(synthetic_world, tmp_path):
     cfg = config(synthetic_world, out_dir=str(tmp_path), seed=0)
     state = RunState.open(tmp_path, run_fingerprint(cfg, "teacher-1"))
-    assert (tmp_path / RUN_STATE_FILE).is_file()
+    assert not (tmp_path / RUN_STATE_FILE).exists()  # nothing is written before a stage ends
     (tmp_path / "student.pt").write_bytes(b"weights")
     state.record(FinishedStage("zero_shot", None, rows=[row("teacher", math.nan)]))
+    assert (tmp_path / RUN_STATE_FILE).is_file()
     state.record(FinishedStage("refine", "student.pt", 4, 1, 2.5, [row("student", 12.5)]))
     state.record(FinishedStage("distill", "student_distilled.pt", 8))
 
@@ -217,14 +219,28 @@ def test_run_state_records_stages_and_refuses_another_config(synthetic_world, tm
         RunState.open(tmp_path, newer)
 
 
+def test_a_state_with_no_finished_stage_never_blocks_a_changed_config(synthetic_world, tmp_path):
+    # What a run that failed before its first stage ended may have left (an older castseg wrote
+    # the state at once): a corrected rerun takes the folder over instead of asking for --restart.
+    first = RunState.open(tmp_path, run_fingerprint(config(synthetic_world), "teacher-1"))
+    first._write()
+    corrected = run_fingerprint(config(synthetic_world, seed=1), "teacher-1")
+    state = RunState.open(tmp_path, corrected)
+    assert state.fingerprint["config"]["run"]["seed"] == 1
+    state.record(FinishedStage("zero_shot", None))
+    with pytest.raises(RunStateMismatchError):
+        RunState.open(tmp_path, run_fingerprint(config(synthetic_world), "teacher-1"))
+
+
 def test_a_damaged_run_state_is_an_error_naming_the_file(synthetic_world, tmp_path):
     fingerprint = run_fingerprint(config(synthetic_world), "teacher-1")
     path = tmp_path / RUN_STATE_FILE
     path.write_text('{"format": "castseg-run-state-v1", "fing')
     with pytest.raises(ValueError, match="not valid JSON"):
         RunState.open(tmp_path, fingerprint)
-    RunState.open(tmp_path / "fresh", fingerprint)
-    data = (tmp_path / "fresh" / RUN_STATE_FILE).read_text()
-    path.write_text(data.replace('"stages": {}', '"stages": {"refine": {"steps": 3}}'))
+    RunState.open(tmp_path / "fresh", fingerprint).record(FinishedStage("zero_shot", None))
+    data = json.loads((tmp_path / "fresh" / RUN_STATE_FILE).read_text())
+    data["stages"]["refine"] = {"steps": 3}
+    path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"stage 'refine' is not a valid record"):
         RunState.open(tmp_path, fingerprint)
