@@ -1,7 +1,24 @@
-"""Sub-commands of the `castseg` command line; each module has `add_parser` and `run`."""
+"""Sub-commands of the `castseg` command line; each module has `add_parser` and `run`.
+
+A command module imports only argparse-level code at module level and its heavy dependencies
+(torch, Lightning, transformers, castseg.training) inside `run`, so that its `--help` is instant.
+"""
 
 import argparse
 from pathlib import Path
+
+# name -> the one line `castseg --help` shows for it
+COMMANDS = {
+    "demo": "run CAST end to end on the embedded synthetic world (CPU, a few minutes)",
+    "check": "validate a config, its data and teacher, and print the plan of its run",
+    "run": "teacher adaptation, knowledge transfer and student refinement from a YAML config",
+    "eval": "mask AP / AP50 of a results file, a checkpoint, an ONNX model or a config's teacher",
+    "predict": "segment images with a checkpoint or an exported ONNX model",
+    "export": "export a checkpoint to ONNX (dynamic batch, metadata for predict --onnx)",
+    "bench": "parameters and latency of student and teacher, with ratios",
+    "split": "split a COCO dataset into labeled and unlabeled image ids",
+    "convert": "convert Cityscapes or ADE20K to COCO jsons and draw the paper's splits",
+}
 
 
 def add_override_argument(parser: argparse.ArgumentParser) -> None:
@@ -25,3 +42,27 @@ def check_output_folder(folder: Path, what: str) -> None:
                 where = "is" if path == folder else f"is inside {path}, which is"
                 raise ValueError(f"{what} {folder} {where} a file; expected a folder")
             return
+
+
+def model_file_kind(path: Path) -> str:
+    """ "checkpoint" for a castseg checkpoint (a torch.save zip file), "onnx" for an ONNX model;
+    a one-line ValueError naming the file for anything else."""
+    import zipfile
+
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if zipfile.is_zipfile(path):
+        return "checkpoint"
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        graph = onnx.load_model(path, load_external_data=False).graph
+    except (DecodeError, OSError, ValueError, RuntimeError):
+        graph = None
+    if graph is None or not graph.node:
+        raise ValueError(
+            f"{path} is neither a castseg checkpoint (`castseg run` .pt) nor an ONNX model "
+            "(`castseg export` .onnx)"
+        )
+    return "onnx"

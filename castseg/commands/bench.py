@@ -13,29 +13,27 @@ import math
 import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnxruntime as ort
-import torch
-from torch import nn
-
-from castseg.deploy.benchmark import benchmark, format_table
-from castseg.deploy.devices import DEVICES, torch_device
-from castseg.deploy.input_size import input_multiple, round_up_size
-from castseg.deploy.markdown_section import write_section
+from castseg.commands import COMMANDS
+from castseg.deploy.devices import DEVICES
 from castseg.models.sizes import SIZES
-from castseg.models.student import build_student
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 SECTION = "castseg bench"
 # The eight Cityscapes "thing" classes, the paper's main benchmark.
 CITYSCAPES_THINGS = ("person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
 
-TeacherFactory = Callable[[Sequence[str]], nn.Module]
+TeacherFactory = Callable[[Sequence[str]], "nn.Module"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "bench",
-        help="parameters and latency of student and teacher, with ratios",
+        help=COMMANDS["bench"],
         description=__doc__,
     )
     parser.add_argument(
@@ -72,6 +70,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace, teacher_factory: TeacherFactory | None = None) -> int:
     """Measure and print; `teacher_factory(class_names)` replaces the paper-size teacher."""
+    from castseg.deploy.benchmark import benchmark, format_table
+    from castseg.deploy.devices import torch_device
+    from castseg.deploy.input_size import input_multiple, round_up_size
+    from castseg.deploy.markdown_section import write_section
+    from castseg.models.student import build_student
+
     device = torch_device(args.device)
     if not args.classes:
         raise ValueError("--classes needs at least one class name")
@@ -119,6 +123,9 @@ def _context(
     device: torch.device,
     args: argparse.Namespace,
 ) -> str:
+    import onnxruntime as ort
+    import torch
+
     rounded = ""
     if size != asked:
         rounded = f" (asked {asked[0]} × {asked[1]}, rounded up to multiples of {multiple})"

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from castseg.data.ade20k import convert_ade20k
-from castseg.data.cityscapes import convert_cityscapes
-from castseg.data.paper_splits import (
-    ADE20K_LABELED,
-    ADE20K_UNLABELED,
-    CITYSCAPES_PERCENTS,
-    Split,
-    ade20k_split,
-    cityscapes_split,
-    external_split,
-    write_split,
-)
+from castseg.commands import COMMANDS
+
+if TYPE_CHECKING:
+    from castseg.data.paper_splits import Split
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "convert",
-        help="convert Cityscapes or ADE20K to COCO jsons and draw the paper's splits",
+        help=COMMANDS["convert"],
         description="Convert an official dataset tree to COCO instance jsons (RLE masks) in DIR, "
         "then write labeled / unlabeled id lists of the train images to DIR/splits/<name>/.",
     )
@@ -40,9 +33,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--percents",
         type=float,
         nargs="+",
-        default=list(CITYSCAPES_PERCENTS),
         metavar="PERCENT",
-        help="labeled shares of train, one split each (default: 5 10 30; 10 %% is 298 images)",
+        help="labeled shares of train, one split each (default: the paper's 5 10 30; 10 %% is "
+        "298 images)",
     )
     ade20k = datasets.add_parser(
         "ade20k",
@@ -53,11 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "images drawn stratified by class, UNLABELED drawn from the rest.",
     )
     _add_common(ade20k)
+    ade20k.add_argument("--labeled", type=int, help="labeled images (default: the paper's 1000)")
     ade20k.add_argument(
-        "--labeled", type=int, default=ADE20K_LABELED, help=f"default {ADE20K_LABELED}"
-    )
-    ade20k.add_argument(
-        "--unlabeled", type=int, default=ADE20K_UNLABELED, help=f"default {ADE20K_UNLABELED}"
+        "--unlabeled", type=int, help="unlabeled images (default: the paper's 2537)"
     )
     parser.set_defaults(run=run)
     return parser
@@ -86,6 +77,18 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from castseg.data.ade20k import convert_ade20k
+    from castseg.data.cityscapes import convert_cityscapes
+    from castseg.data.paper_splits import (
+        ADE20K_LABELED,
+        ADE20K_UNLABELED,
+        CITYSCAPES_PERCENTS,
+        ade20k_split,
+        cityscapes_split,
+        external_split,
+        write_split,
+    )
+
     absent = [str(path) for path in args.split_file if not path.is_file()]
     if absent:
         raise FileNotFoundError(f"split files not found: {absent}")
@@ -95,11 +98,14 @@ def run(args: argparse.Namespace) -> int:
         splits = [
             cityscapes_split(written["train"], percent, seed=seed)
             for seed in args.split_seed
-            for percent in args.percents
+            for percent in args.percents or CITYSCAPES_PERCENTS
         ]
     else:
         written = convert_ade20k(args.root, args.out, progress=progress)
-        counts = {"labeled": args.labeled, "unlabeled": args.unlabeled}
+        counts = {
+            "labeled": ADE20K_LABELED if args.labeled is None else args.labeled,
+            "unlabeled": ADE20K_UNLABELED if args.unlabeled is None else args.unlabeled,
+        }
         splits = [ade20k_split(written["train"], seed=seed, **counts) for seed in args.split_seed]
     splits += [external_split(path, written["train"]) for path in args.split_file]
     for split, path in written.items():

@@ -1,9 +1,11 @@
 """`castseg eval`: mask AP of a results file, of a trained checkpoint, or of a config's teacher.
 
-Three sources of predictions, one report (COCO mask AP, AP50, AP75 and AP per class):
+Four sources of predictions, one report (COCO mask AP, AP50, AP75 and AP per class):
   castseg eval --results results.json --annotations val.json
   castseg eval student.pt --annotations val.json --data IMAGE_ROOT
+  castseg eval --onnx student.onnx --annotations val.json --data IMAGE_ROOT  (ONNX Runtime)
   castseg eval --config experiment.yaml        (the config's teacher, zero-shot, on data.val_*)
+A model file is recognised by its content: a castseg checkpoint or a `castseg export` ONNX file.
 With --cityscapes ROOT (annotations from `castseg convert cityscapes`), the official Cityscapes
 instance AP and AP50 of the same predictions are printed as well.
 """
@@ -12,28 +14,37 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from castseg.commands import add_override_argument
-from castseg.evaluation.coco import CocoMetrics, evaluate_coco, format_metrics, load_json
+from castseg.commands import COMMANDS, add_override_argument, model_file_kind
+
+if TYPE_CHECKING:
+    from castseg.evaluation.coco import CocoMetrics
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="mask AP / AP50 of a results file, a checkpoint or a config's zero-shot teacher",
+        help=COMMANDS["eval"],
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "checkpoint", nargs="?", type=Path, metavar="CHECKPOINT", help="trained checkpoint"
+        "checkpoint",
+        nargs="?",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="trained checkpoint (or an exported .onnx file)",
+    )
+    parser.add_argument(
+        "--onnx", type=Path, metavar="FILE", help="a `castseg export` model, run in ONNX Runtime"
     )
     parser.add_argument("--annotations", type=Path, help="COCO ground-truth annotations (JSON)")
     parser.add_argument("--results", type=Path, help="COCO results file (JSON) to score")
     parser.add_argument(
         "--data",
         type=Path,
-        help="folder the image file names in --annotations are relative to (with CHECKPOINT)",
+        help="folder the image file names in --annotations are relative to (with a model)",
     )
     parser.add_argument(
         "--config",
@@ -52,23 +63,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    sources = [args.checkpoint is not None, args.results is not None, args.config is not None]
+    if args.onnx is not None and args.checkpoint is not None:
+        raise ValueError("give a CHECKPOINT or --onnx FILE, not both")
+    model = args.onnx if args.onnx is not None else args.checkpoint
+    sources = [model is not None, args.results is not None, args.config is not None]
     if sum(sources) != 1:
-        raise ValueError("give exactly one of a CHECKPOINT, --results or --config")
+        raise ValueError("give exactly one of a CHECKPOINT, --onnx, --results or --config")
     if args.config is None and args.annotations is None:
-        raise ValueError("--annotations is required with a CHECKPOINT or --results")
-    if args.data is not None and args.checkpoint is None:
-        raise ValueError("--data is only used with a CHECKPOINT")
+        raise ValueError("--annotations is required with a CHECKPOINT, --onnx or --results")
+    if args.data is not None and model is None:
+        raise ValueError("--data is only used with a CHECKPOINT or --onnx")
     if args.overrides and args.config is None:
         raise ValueError("--set is only used with --config")
+    # Imported here: `castseg eval --help` must not wait for the evaluation code.
+    from castseg.evaluation.coco import evaluate_coco, format_metrics, load_json
+
     progress = not args.no_progress
     if args.results is not None:
         annotations = args.annotations
-        results = load_json(args.results, "results")
-        metrics = evaluate_coco(results, annotations)
-    elif args.checkpoint is not None:
+        metrics = evaluate_coco(args.results, annotations)
+        results = load_json(args.results, "results") if args.cityscapes is not None else []
+    elif model is not None:
         annotations = args.annotations
-        metrics, results = _evaluate_checkpoint(args.checkpoint, annotations, args.data, progress)
+        metrics, results = _evaluate_model_file(model, annotations, args.data, progress)
     else:
         annotations, metrics, results = _evaluate_teacher(args.config, args.overrides, progress)
     print(format_metrics(metrics))
@@ -80,15 +97,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_checkpoint(
-    checkpoint: Path, annotations: Path, image_root: Path | None, progress: bool
+def _evaluate_model_file(
+    path: Path, annotations: Path, image_root: Path | None, progress: bool
 ) -> tuple[CocoMetrics, list[dict[str, Any]]]:
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    """A castseg checkpoint (PyTorch) or an exported ONNX model (ONNX Runtime), as its content
+    says, on the images of `annotations`."""
+    onnx = model_file_kind(path) == "onnx"
     # Training code pulls in Lightning and transformers; scoring a results file must not.
     from castseg.training.evaluate import evaluate_checkpoint
 
-    result = evaluate_checkpoint(checkpoint, annotations, image_root=image_root, progress=progress)
+    result = evaluate_checkpoint(
+        path, annotations, image_root=image_root, progress=progress, onnx=onnx
+    )
     return result.metrics, result.results
 
 

@@ -11,16 +11,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from castseg.deploy.input_size import input_multiple, round_up_size
-from castseg.deploy.onnx_export import DEFAULT_ATOL, DEFAULT_OPSET, export_onnx
-from castseg.deploy.onnx_metadata import OnnxMetadata
-from castseg.training.checkpoints import load_checkpoint
+from castseg.commands import COMMANDS, check_output_folder
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "export",
-        help="export a checkpoint to ONNX (dynamic batch, metadata for predict --onnx)",
+        help=COMMANDS["export"],
         description=__doc__,
     )
     parser.add_argument("checkpoint", type=Path, metavar="CKPT", help="castseg checkpoint")
@@ -28,8 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--opset",
         type=int,
-        default=DEFAULT_OPSET,
-        help=f"ONNX opset, at least 18 (default {DEFAULT_OPSET})",
+        help="ONNX opset, at least 18 (default 18)",
     )
     parser.add_argument(
         "--height", type=int, help="input height (rounded up to the patch size's multiple)"
@@ -44,6 +40,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     if (args.height is None) != (args.width is None):
         raise ValueError("give both --height and --width, or neither")
+    if args.onnx.is_dir():
+        raise ValueError(f"--onnx {args.onnx} is a folder; expected the path of the .onnx file")
+    check_output_folder(args.onnx.parent, "--onnx")
+    from castseg.deploy.input_size import input_multiple, round_up_size
+    from castseg.deploy.onnx_export import DEFAULT_ATOL, export_onnx
+    from castseg.deploy.onnx_metadata import OnnxMetadata
+    from castseg.training.checkpoints import load_checkpoint
+
     loaded = load_checkpoint(args.checkpoint)
     image_size = loaded.image_size
     if args.height is not None:
@@ -54,9 +58,11 @@ def run(args: argparse.Namespace) -> int:
         normalization=loaded.normalization,
         model_args=loaded.model.config_dict(),
     )
-    report = export_onnx(loaded.model, args.onnx, metadata, opset=args.opset)
+    # export_onnx writes the file only once ONNX Runtime has matched PyTorch.
+    opset = {} if args.opset is None else {"opset": args.opset}
+    report = export_onnx(loaded.model, args.onnx, metadata, **opset)
     height, width = report.image_size
     differences = ", ".join(f"{name} {diff:.2g}" for name, diff in report.max_abs_diff.items())
-    print(f"wrote {report.path}: opset {report.opset}, input [B, 3, {height}, {width}]")
     print(f"ONNX Runtime vs PyTorch, max |difference| (limit {DEFAULT_ATOL:g}): {differences}")
+    print(f"wrote {report.path}: opset {report.opset}, input [B, 3, {height}, {width}]")
     return 0

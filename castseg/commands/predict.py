@@ -14,17 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tqdm.contrib.logging import logging_redirect_tqdm
-
+from castseg.commands import COMMANDS, check_output_folder
 from castseg.deploy.devices import DEVICES
-from castseg.deploy.image_inputs import collect_images
-from castseg.deploy.predictor import (
-    IMAGES_FILE,
-    OVERLAY_DIR,
-    RESULTS_FILE,
-    load_deployed_model,
-    predict_files,
-)
 
 # Suffixes of castseg checkpoints: such a file among the inputs of an --onnx run is a mistake.
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -33,7 +24,7 @@ _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "predict",
-        help="segment images with a checkpoint or an exported ONNX model",
+        help=COMMANDS["predict"],
         usage="castseg predict (CKPT INPUT... | INPUT... --onnx FILE) --out DIR [options]",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -77,6 +68,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     checkpoint, inputs = _split_inputs(args.inputs, args.onnx)
+    check_output_folder(args.out, "--out")
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from castseg.deploy.image_inputs import collect_images
+    from castseg.deploy.predictor import (
+        IMAGES_FILE,
+        OVERLAY_DIR,
+        RESULTS_FILE,
+        load_deployed_model,
+        predict_files,
+    )
+
     paths = collect_images(inputs)
     deployed = load_deployed_model(checkpoint=checkpoint, onnx=args.onnx, device=args.device)
     with logging_redirect_tqdm():

@@ -10,19 +10,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from castseg.commands import add_override_argument
-from castseg.config import load_config
-from castseg.models.teachers import build_teacher
-from castseg.report import format_console_table
-from castseg.training.distributed import distributed_session, is_rank_zero
-from castseg.training.experiment_data import load_experiment_data
-from castseg.training.pipeline import CastPipeline
+from castseg.commands import COMMANDS, add_override_argument, check_output_folder
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run",
-        help="teacher adaptation, knowledge transfer and student refinement from a YAML config",
+        help=COMMANDS["run"],
         description=__doc__,
     )
     parser.add_argument(
@@ -44,12 +38,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: `castseg run --help` must not wait for torch, Lightning and transformers.
+    from castseg.commands.check import load_teacher
+    from castseg.config import load_config
+    from castseg.report import format_console_table
+    from castseg.training.distributed import distributed_session, is_rank_zero
+    from castseg.training.experiment_data import load_experiment_data
+    from castseg.training.pipeline import CastPipeline
+
     cfg = load_config(args.config, args.overrides)
+    check_output_folder(Path(cfg.run.out_dir), "run.out_dir")
     progress = not args.no_progress
     # Launched by torchrun or SLURM with run.strategy=ddp, every rank runs this function.
     with distributed_session(cfg.run):
         data = load_experiment_data(cfg.data, progress=progress)
-        teacher = build_teacher(cfg.teacher, data.categories)
+        teacher = load_teacher(cfg, data)
         pipeline = CastPipeline(
             cfg, data, Path(cfg.run.out_dir), progress=progress, restart=args.restart
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from castseg.data.splits import split_labeled, write_id_list
+from castseg.commands import COMMANDS
 
 
 def parse_labeled(text: str) -> float | int:
@@ -21,7 +21,7 @@ def parse_labeled(text: str) -> float | int:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "split",
-        help="split a COCO dataset into labeled and unlabeled image ids",
+        help=COMMANDS["split"],
         description="Draw the labeled images of a COCO dataset; write DIR/labeled.txt and "
         "DIR/unlabeled.txt with one image id per line.",
     )
@@ -41,6 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    from castseg.data.splits import split_labeled, write_id_list
+
     labeled, unlabeled = split_labeled(
         args.annotations, args.labeled, seed=args.seed, stratify=args.stratify
     )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from transformers import Dinov2Config
+if TYPE_CHECKING:  # transformers takes seconds to import; the size names must not wait for it
+    from transformers import Dinov2Config
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class StudentSize:
 
     def encoder_config(self) -> Dinov2Config:
         """Dinov2Config of this size's encoder, for random init."""
+        from transformers import Dinov2Config
+
         return Dinov2Config(
             hidden_size=self.encoder_dim,
             num_hidden_layers=self.encoder_layers,

@@ -14,8 +14,8 @@ from tqdm import tqdm
 from castseg.data.coco import CategoryMap, CocoInstanceDataset
 from castseg.data.samples import collate_samples
 from castseg.data.views import ResizeView
+from castseg.deploy.predictor import load_deployed_model
 from castseg.evaluation.coco import CocoMetrics, encode_results, evaluate_coco
-from castseg.training.checkpoints import load_checkpoint
 from castseg.training.distributed import all_gather_results, is_rank_zero, shard_indices
 from castseg.training.inference import predict_images
 
@@ -85,17 +85,28 @@ def evaluate_model(
 
 
 def evaluate_checkpoint(
-    checkpoint: Path, annotations: Path, *, image_root: Path | None, progress: bool = True
+    checkpoint: Path,
+    annotations: Path,
+    *,
+    image_root: Path | None,
+    progress: bool = True,
+    onnx: bool = False,
 ) -> EvalResult:
-    """Mask AP of a saved model on the images of a COCO json, at the checkpoint's image size.
+    """Mask AP of a saved model on the images of a COCO json, at the model's image size.
 
-    The checkpoint's categories (ids and names) must be those of `annotations`.
+    checkpoint: a castseg checkpoint, or with `onnx` a `castseg export` file run in ONNX Runtime
+    (on the CPU). The model's categories (ids and names) must be those of `annotations`.
     """
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    loaded = load_checkpoint(checkpoint, map_location=device)
+    if onnx:
+        deployed = load_deployed_model(onnx=checkpoint)
+    else:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        deployed = load_deployed_model(checkpoint=checkpoint, device=device)
     dataset = CocoInstanceDataset(annotations, image_root=image_root)
-    _check_same_categories(loaded.category_map, dataset.categories, checkpoint, annotations)
-    return evaluate_model(loaded.model, dataset, image_size=loaded.image_size, progress=progress)
+    _check_same_categories(deployed.category_map, dataset.categories, checkpoint, annotations)
+    return evaluate_model(
+        deployed.model, dataset, image_size=deployed.image_size, progress=progress
+    )
 
 
 def _check_same_categories(

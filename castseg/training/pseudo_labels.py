@@ -25,6 +25,7 @@ from tqdm import tqdm
 from castseg.data.coco import UnlabeledImageDataset
 from castseg.data.samples import ImageRecord, Sample, collate_samples
 from castseg.data.views import ResizeView
+from castseg.interruption import Interrupted
 from castseg.losses.pseudo_labels import filter_pseudo_labels
 from castseg.structures import Instances
 from castseg.training.distributed import (
@@ -181,10 +182,12 @@ def generate_pseudo_labels(
     if plan is not None:
         mine = [plan.todo[i] for i in shard_indices(len(plan.todo))]
         done = len(dataset) - len(plan.todo) if world_size() == 1 else 0
+        if done and is_rank_zero():
+            print(f"resuming the pseudo-label cache {path} at image {done}/{len(dataset)}")
         bar = tqdm(
             total=done + len(mine),
             initial=done,
-            desc="pseudo-labels" if world_size() == 1 else "pseudo-labels (rank 0's share)",
+            desc=f"pseudo-labels {path.stem}" + ("" if world_size() == 1 else " (rank 0's share)"),
             unit="img",
             disable=not (progress and is_rank_zero()),
         )
@@ -197,7 +200,11 @@ def generate_pseudo_labels(
         shard = _ShardWriter(partial_path(path, global_rank()), expected, plan.num_classes)
         labeling = _Labeling(ResizeView(image_size), threshold, nms_iou, top_k)
         records = [dataset.records[i] for i in mine]
-        all_gather_results(lambda: labeling.run(teacher, loader, records, shard, bar))
+        try:
+            all_gather_results(lambda: labeling.run(teacher, loader, records, shard, bar))
+        except Interrupted as err:
+            at = f"image {done + shard.written}/{done + len(mine)}"
+            raise err.during(f"pseudo-labelling into {path} at {at}") from None
         on_rank_zero(lambda: merge_partials(path, dataset.image_ids, expected))
     return PseudoLabelCache.load(path)
 
@@ -217,6 +224,7 @@ class _ShardWriter:
         self.path = path
         self.expected = expected
         self.num_classes = num_classes
+        self.written = 0  # records appended by this writer
 
     def append(self, records: list[tuple[dict[str, Any], int]]) -> None:
         """Write (`encode_record` line, C predicted by the teacher) records and flush."""
@@ -241,6 +249,7 @@ class _ShardWriter:
                 f.write(json.dumps(line) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        self.written += len(records)
 
 
 @dataclass(frozen=True)

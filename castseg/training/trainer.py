@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 from castseg.config import ExperimentConfig
 from castseg.data.samples import Sample
 from castseg.data.views import WeakView
+from castseg.interruption import Interrupted
 from castseg.io import atomic_write
 from castseg.training.batches import StageBatches
 from castseg.training.module import CastModule
@@ -227,6 +228,8 @@ def train_stage(
     start = _resume_step(checkpoint, identity) if resume else 0
     if trainer.is_global_zero:
         _keep_log_before(log_dir, start)
+        if resume:
+            print(f"resuming {name} from step {start}/{steps} ({checkpoint})")
     model.train()  # Lightning keeps the modes it finds; an earlier stage may have left eval mode
     began = time.perf_counter()
     with warnings.catch_warnings():
@@ -241,9 +244,17 @@ def train_stage(
         warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
         # A resumed stage keeps the rows of its earlier attempts itself (see module doc).
         warnings.filterwarnings("ignore", message=".*Previous log files in this directory.*")
-        trainer.fit(
-            module, datamodule=batches, ckpt_path=checkpoint if resume else None, weights_only=True
-        )
+        try:
+            trainer.fit(
+                module,
+                datamodule=batches,
+                ckpt_path=checkpoint if resume else None,
+                weights_only=True,
+            )
+        except Interrupted as err:
+            saved = _resume_step(checkpoint, identity) if checkpoint.is_file() else 0
+            where = f"{name} at step {trainer.global_step}/{steps} (checkpoint at step {saved})"
+            raise err.during(where) from None
     if trainer.is_global_zero:
         _restore_log_history(log_dir)
     model.eval()
