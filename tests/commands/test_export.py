@@ -14,6 +14,7 @@ import onnx
 import pytest
 import torch
 from PIL import Image
+from pycocotools import mask as mask_utils
 
 from castseg.cli import main
 from castseg.data.coco import CategoryMap
@@ -121,3 +122,83 @@ def test_bad_options_write_nothing(exported, tmp_path, capsys, extra, message) -
 def test_a_missing_checkpoint_is_named(tmp_path, capsys) -> None:
     assert main(["export", str(tmp_path / "gone.pt"), "--onnx", str(tmp_path / "m.onnx")]) == 2
     assert "gone.pt" in capsys.readouterr().err
+
+
+def test_eval_scores_the_onnx_file_as_it_scores_the_checkpoint(exported, tmp_path, capsys) -> None:
+    # Ground truth = the checkpoint's own best instance per image, so its AP is high and an ONNX
+    # path that predicted anything else (another size, normalisation, class order) would drop.
+    checkpoint, onnx_path, _ = exported
+    rng = np.random.default_rng(2)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (56, 84, 3), dtype=np.uint8)).save(tmp_path / name)
+    predicted = tmp_path / "predicted"
+    argv = [str(checkpoint), str(tmp_path / "*.png"), "--score-threshold", "0", "--no-progress"]
+    assert main(["predict", *argv, "--out", str(predicted)]) == 0
+    results = json.loads((predicted / "results.json").read_text())
+    images = json.loads((predicted / "images.json").read_text())["images"]
+    annotations = []
+    for image in images:
+        best = max((r for r in results if r["image_id"] == image["id"]), key=lambda r: r["score"])
+        rle = {**best["segmentation"], "counts": best["segmentation"]["counts"].encode()}
+        annotations.append(
+            {
+                "id": len(annotations) + 1,
+                "image_id": image["id"],
+                "category_id": best["category_id"],
+                "segmentation": best["segmentation"],
+                "area": float(mask_utils.area(rle)),
+                "bbox": mask_utils.toBbox(rle).tolist(),
+                "iscrowd": 0,
+            }
+        )
+    gt = tmp_path / "gt.json"
+    categories = [{"id": i, "name": n} for i, n in zip(CATEGORIES.ids, CATEGORIES.names)]
+    gt_images = [{k: image[k] for k in ("id", "height", "width")} for image in images]
+    for record, image in zip(gt_images, images, strict=True):
+        record["file_name"] = Path(image["file_name"]).name
+    gt.write_text(
+        json.dumps({"images": gt_images, "annotations": annotations, "categories": categories})
+    )
+    capsys.readouterr()
+    common = ["--annotations", str(gt), "--data", str(tmp_path), "--no-progress"]
+    tables = {}
+    for name, source in (("torch", [str(checkpoint)]), ("onnx", ["--onnx", str(onnx_path)])):
+        assert main(["eval", *source, *common]) == 0
+        tables[name] = capsys.readouterr().out
+    # The ONNX file given as a plain model argument is recognised by its content.
+    assert main(["eval", str(onnx_path), *common]) == 0
+    assert capsys.readouterr().out == tables["onnx"] == tables["torch"]
+    assert float(tables["onnx"].splitlines()[0].split()[1]) > 50
+
+
+def test_a_model_file_of_neither_format_is_one_line(tmp_path, capsys) -> None:
+    bogus = tmp_path / "model.onnx"
+    bogus.write_bytes(b"\x00\x01 not a model")
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    for source in ([str(bogus)], ["--onnx", str(bogus)]):
+        assert main(["eval", *source, "--annotations", str(gt)]) == 2
+        error = capsys.readouterr().err
+        assert error == (
+            f"castseg eval: error: {bogus} is neither a castseg checkpoint (`castseg run` .pt) "
+            "nor an ONNX model (`castseg export` .onnx)\n"
+        )
+
+
+def test_an_onnx_path_inside_a_regular_file_is_one_line(exported, tmp_path, capsys) -> None:
+    checkpoint, _, _ = exported
+    some_file = tmp_path / "some_file"
+    some_file.write_text("")
+    assert main(["export", str(checkpoint), "--onnx", str(some_file / "s.onnx")]) == 2
+    error = capsys.readouterr().err
+    assert error == (
+        f"castseg export: error: --onnx {some_file} is a file; expected a folder\n"
+    )
+
+
+def test_export_reports_the_check_before_the_file_it_wrote(exported) -> None:
+    _, _, printed = exported
+    lines = printed.splitlines()
+    check = next(i for i, line in enumerate(lines) if "max |difference|" in line)
+    wrote = next(i for i, line in enumerate(lines) if line.startswith("wrote "))
+    assert check < wrote

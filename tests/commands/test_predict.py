@@ -122,3 +122,14 @@ def test_cuda_without_a_gpu_is_an_error(checkpoint: Path, photos: Path, tmp_path
     argv = ["predict", str(checkpoint), str(photos), "--out", str(tmp_path), "--device", "cuda"]
     assert main(argv) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_an_out_folder_that_is_a_file_is_one_line(checkpoint: Path, photos: Path, tmp_path, capsys):
+    some_file = tmp_path / "some_file"
+    some_file.write_text("")
+    argv = ["predict", str(checkpoint), str(photos), "--out", str(some_file), "--no-progress"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"castseg predict: error: --out {some_file} is a file; expected a folder\n"
+    )
+    assert some_file.read_text() == ""

@@ -250,3 +250,67 @@ def test_skipped_bad_records_are_counted_and_reported(tmp_path, synthetic_world,
     assert "1 data records skipped" in capsys.readouterr().out
     report = (tmp_path / "run" / "report.md").read_text()
     assert "1 data records skipped" in report and broken.name in report
+
+
+def test_an_out_dir_that_is_a_file_is_one_line_before_any_work(tmp_path, synthetic_world, capsys):
+    config = write_config(tmp_path, synthetic_world, tmp_path / "t.pt")
+    some_file = tmp_path / "some_file"
+    some_file.write_text("")
+    assert main(["run", str(config), "--set", f"run.out_dir={some_file}"]) == 2
+    assert capsys.readouterr().err == (
+        f"castseg run: error: run.out_dir {some_file} is a file; expected a folder\n"
+    )
+    nested = some_file / "deeper" / "run"
+    assert main(["run", str(config), "--set", f"run.out_dir={nested}"]) == 2
+    assert capsys.readouterr().err == (
+        f"castseg run: error: run.out_dir {nested} is inside {some_file}, which is a file; "
+        "expected a folder\n"
+    )
+
+
+def test_a_run_that_fails_before_its_first_stage_does_not_block_the_corrected_rerun(
+    tmp_path, synthetic_world, capsys
+):
+    # A validation image whose header passes the data checks but whose pixels do not decode:
+    # the first run fails at its first stage, the zero-shot evaluation.
+    val = tmp_path / "target_val"
+    shutil.copytree(synthetic_world["target_val"].parent, val)
+    broken = sorted((val / "images").iterdir())[0]
+    broken.write_bytes(broken.read_bytes()[:100])
+    world = {**synthetic_world, "target_val": val / "instances.json"}
+    config = write_config(tmp_path, world, save_teacher(tmp_path / "t.pt", world))
+    assert main(["run", str(config), "--no-progress", *FAST]) == 2
+    assert broken.name in capsys.readouterr().err
+    assert not (tmp_path / "run" / "run_state.json").exists()
+    # The corrected rerun changes the config; no stage had finished, so nothing refuses it.
+    skip = ["--set", "data.on_bad_record=skip"]
+    with pytest.warns(BadRecordWarning, match=broken.name):
+        assert main(["run", str(config), "--no-progress", *FAST, *skip]) == 0
+    assert "student (CAST refined)" in capsys.readouterr().out
+
+
+def test_ctrl_c_during_training_is_one_line_exit_130_and_the_rerun_resumes(experiment, capsys):
+    root, config = experiment
+    out = root / "ctrl_c"
+    args = [*run_args(config, out), "--set", "student.distill_iters=40"]
+    with (root / "ctrl_c.log").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "castseg.cli", *args], stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_for(out / "distill" / "last.ckpt", process)
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=120)
+    printed = (root / "ctrl_c.log").read_text()
+    assert process.returncode == 130, printed
+    assert "Traceback" not in printed
+    last = printed.strip().splitlines()[-1]
+    assert last.startswith("castseg run: interrupted during distill at step "), printed
+    assert last.endswith("; rerun the same command to resume")
+    at = torch.load(out / "distill" / "last.ckpt", weights_only=True)["global_step"]
+    assert f"/40 (checkpoint at step {at})" in last
+
+    capsys.readouterr()
+    assert main(args) == 0
+    assert f"resuming distill from step {at}/40" in capsys.readouterr().out

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from torch import Tensor, nn
 
 from castseg.data.coco import UnlabeledImageDataset
 from castseg.data.validation import BadRecordWarning
+from castseg.interruption import Interrupted, sigint_interrupts
 from castseg.structures import Predictions
 from castseg.training.pseudo_labels import (
     PseudoLabelCache,
@@ -308,3 +311,32 @@ def test_loading_a_foreign_file_names_it(tmp_path: Path) -> None:
     path.write_text('{"hello": "world"}\n')
     with pytest.raises(ValueError, match=r"notes\.jsonl is not a castseg pseudo-label cache"):
         PseudoLabelCache.load(path)
+
+
+class CtrlCTeacher(ColourTeacher):
+    """A ColourTeacher whose user presses Ctrl-C (a real SIGINT) once it has seen `after` images."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+
+    def forward(self, images: Tensor) -> Predictions:
+        if self.seen == self.after:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().forward(images)
+
+
+def test_ctrl_c_names_the_image_and_the_rerun_says_where_it_resumes(
+    image_folder: Path, tmp_path: Path, capsys
+) -> None:
+    path = tmp_path / "labels.jsonl"
+    with sigint_interrupts(), pytest.raises(Interrupted) as interrupted:
+        generate(CtrlCTeacher(after=1), image_folder, path)
+    assert str(interrupted.value) == (
+        f"interrupted during pseudo-labelling into {path} at image 1/3; "
+        "rerun the same command to resume"
+    )
+    capsys.readouterr()
+    cache = generate(ColourTeacher(), image_folder, path)
+    assert f"resuming the pseudo-label cache {path} at image 1/3" in capsys.readouterr().out
+    assert cache.image_ids == [0, 1, 2]
