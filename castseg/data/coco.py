@@ -311,7 +311,7 @@ class CocoInstanceDataset(CheckedImageDataset):
             log.reject(name, str(err))
             return None
         if segmentation.area == 0:
-            log.drop(name, "zero-area mask (no pixel inside the image), dropped")
+            log.drop(name, f"zero-area mask ({_why_empty(ann.get('segmentation'))}), dropped")
             return None
         area, box = ann.get("area"), ann.get("bbox")
         if isinstance(box, list) and len(box) == 4 and all(_is_finite(v) for v in box):
@@ -370,6 +370,18 @@ class UnlabeledImageDataset(CheckedImageDataset):
     def __getitem__(self, index: int) -> Sample:
         record, image = self._load(index)
         return Sample(image, None, record.image_id, record.file_name)
+
+
+def _why_empty(raw: Any) -> str:
+    """What makes a segmentation that passed `check_segmentation` cover no pixel."""
+    if isinstance(raw, list):
+        if not raw:
+            return "no polygon: the annotation has a box only"
+        points = min(len(polygon) // 2 for polygon in raw)
+        if points < 3:
+            return f"a polygon of {points} point(s); a polygon needs at least 3"
+        return "its polygons cover no pixel: outside the image, or degenerate"
+    return "the RLE has no foreground pixel"
 
 
 def _checked_images(

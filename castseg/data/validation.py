@@ -78,8 +78,9 @@ class BadRecordLog:
             if len(self._rejected) > _LISTED:
                 lines.append(f"... and {len(self._rejected) - _LISTED} more")
             raise BadRecordError(
-                f"{self.source}: {len(self._rejected)} broken record(s) (on_bad_record='skip' "
-                "drops them instead):\n  " + "\n  ".join(lines)
+                f"{self.source}: {len(self._rejected)} broken record(s) (data.on_bad_record: "
+                "skip, or --set data.on_bad_record=skip, drops them instead):\n  "
+                + "\n  ".join(lines)
             )
         if self.skipped:
             warnings.warn(

@@ -6,6 +6,8 @@ sizes and run folders are one-line errors."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,26 @@ def test_check_catches_what_run_would_find_late(world, tmp_path, capsys):
         error = capsys.readouterr().err
         assert message in error, error
         assert len(error.strip().splitlines()) == 1
+
+
+def test_warnings_are_printed_as_their_message_alone(world, tmp_path):
+    copy = tmp_path / "target_train"
+    shutil.copytree(world["target_train"].parent, copy)
+    broken = sorted((copy / "images").iterdir())[0]
+    broken.write_bytes(b"not an image")
+    args = [
+        "check", str(builtin_config("demo")), "--no-progress",
+        "--set", f"data.labeled_annotations={copy / 'instances.json'}",
+        "--set", f"data.val_annotations={world['target_val']}",
+        "--set", "data.split=4",
+        "--set", "data.on_bad_record=skip",
+        "--set", f"teacher.checkpoint={SHIPPED_TEACHER}",
+    ]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "castseg.cli", *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    warning = next(line for line in done.stderr.splitlines() if broken.name in line)
+    assert warning.startswith("castseg: warning: ") and "dropped 1 record(s)" in warning
+    # Neither the source file and line of the warning nor the code on it.
+    assert ".py:" not in done.stderr and "CocoInstanceDataset(" not in done.stderr

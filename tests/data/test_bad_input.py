@@ -26,7 +26,7 @@ Every case starts from the same valid dataset (`_base`) and changes one thing. I
 "error" stops at dataset construction with one `BadRecordError` naming the file and every broken
 record; "skip" drops the record (a broken image with its annotations, a broken annotation alone),
 lists it in `skipped` and warns. Dropped under both policies (`DROPPED_CASES`): a zero-area RLE
-mask, a polygon entirely outside the image, a box-only annotation. Damage inside an image that
+mask, a polygon entirely outside the image, a 2-point polygon, a box-only annotation. Damage inside an image that
 keeps its header and end marker is only seen when the image is loaded (`test_damaged_pixels_*`).
 A polygon partly outside the image is valid: it is clipped as pycocotools rasterizes it. Valid
 unusual inputs (no instances, grayscale, RGBA, 16-bit) load as `test_valid_unusual_images_load`
@@ -264,6 +264,13 @@ BROKEN_CASES = [
     ),
 ]
 
+# What the warning says is wrong with each dropped segmentation.
+WHY_EMPTY = {
+    "zero_area_rle": "the RLE has no foreground pixel",
+    "polygon_entirely_outside": "its polygons cover no pixel: outside the image, or degenerate",
+    "polygon_two_points": "a polygon of 2 point(s); a polygon needs at least 3",
+    "box_only": "no polygon: the annotation has a box only",
+}
 DROPPED_CASES = [
     Case(
         "zero_area_rle",
@@ -278,6 +285,13 @@ DROPPED_CASES = [
         "annotation 4 of image 2",
         (1, 2, 3),
         (1, 2, 3, 5, 6),
+    ),
+    Case(
+        "polygon_two_points",
+        lambda root, coco: _ann(coco, 6).update(segmentation=[[2.0, 2.0, 10.0, 10.0]]),
+        "annotation 6 of image 3",
+        (1, 2, 3),
+        (1, 2, 3, 4, 5),
     ),
     Case(
         "box_only",
@@ -335,6 +349,7 @@ def test_zero_area_masks_are_dropped_with_a_warning_under_both_policies(tmp_path
         dataset = CocoInstanceDataset(path, on_bad_record=policy)
     assert len(dataset.skipped) == 1 and "zero-area" in dataset.skipped[0]
     assert _names_file_and_record(dataset.skipped[0], path, case)
+    assert WHY_EMPTY[case.name] in dataset.skipped[0], dataset.skipped[0]
     assert _kept_annotations(dataset) == case.annotations
     assert tuple(dataset.image_ids) == case.images
 

@@ -105,6 +105,8 @@ def test_log_raises_every_broken_record_under_error(tmp_path):
         log.finish()
     message = str(info.value)
     assert message.startswith(f"{tmp_path / 'x.json'}: 25 broken record(s)")
+    # The hint names the config key as a user writes it, in YAML and on the command line.
+    assert "(data.on_bad_record: skip, or --set data.on_bad_record=skip, drops them" in message
     assert "annotation 19: broken" in message and "annotation 20:" not in message
     assert message.endswith("... and 5 more")
 
