@@ -152,7 +152,8 @@ def test_eval_scores_the_onnx_file_as_it_scores_the_checkpoint(exported, tmp_pat
             }
         )
     gt = tmp_path / "gt.json"
-    categories = [{"id": i, "name": n} for i, n in zip(CATEGORIES.ids, CATEGORIES.names)]
+    pairs = zip(CATEGORIES.ids, CATEGORIES.names, strict=True)
+    categories = [{"id": i, "name": n} for i, n in pairs]
     gt_images = [{k: image[k] for k in ("id", "height", "width")} for image in images]
     for record, image in zip(gt_images, images, strict=True):
         record["file_name"] = Path(image["file_name"]).name
@@ -191,9 +192,7 @@ def test_an_onnx_path_inside_a_regular_file_is_one_line(exported, tmp_path, caps
     some_file.write_text("")
     assert main(["export", str(checkpoint), "--onnx", str(some_file / "s.onnx")]) == 2
     error = capsys.readouterr().err
-    assert error == (
-        f"castseg export: error: --onnx {some_file} is a file; expected a folder\n"
-    )
+    assert error == (f"castseg export: error: --onnx {some_file} is a file; expected a folder\n")
 
 
 def test_export_reports_the_check_before_the_file_it_wrote(exported) -> None:

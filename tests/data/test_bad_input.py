@@ -25,9 +25,10 @@ Every case starts from the same valid dataset (`_base`) and changes one thing. I
 
 "error" stops at dataset construction with one `BadRecordError` naming the file and every broken
 record; "skip" drops the record (a broken image with its annotations, a broken annotation alone),
-lists it in `skipped` and warns. Dropped under both policies (`DROPPED_CASES`): a zero-area RLE
-mask, a polygon entirely outside the image, a 2-point polygon, a box-only annotation. Damage inside an image that
-keeps its header and end marker is only seen when the image is loaded (`test_damaged_pixels_*`).
+lists it in `skipped` and warns. Dropped under both policies (`DROPPED_CASES`), each with what
+is wrong (`WHY_EMPTY`): a zero-area RLE mask, a polygon entirely outside the image, a 2-point
+polygon, a box-only annotation. Damage inside an image that keeps its header and end marker is
+only seen when the image is loaded (`test_damaged_pixels_*`).
 A polygon partly outside the image is valid: it is clipped as pycocotools rasterizes it. Valid
 unusual inputs (no instances, grayscale, RGBA, 16-bit) load as `test_valid_unusual_images_load`
 checks. Whole-file problems (missing or broken JSON, duplicate ids) raise under both policies.
