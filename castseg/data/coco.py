@@ -185,7 +185,7 @@ class CocoInstanceDataset(CheckedImageDataset):
     not instances: their union becomes `Instances.ignore`, which is None when an image has no crowd.
     image_ids: the images to use, in that order (default: all images in file order).
     on_bad_record: "error" or "skip" (`castseg.data.validation`); progress: show a progress bar
-    while the images are checked.
+    while the images are checked (a string names the set on it, e.g. "labeled").
     """
 
     def __init__(
@@ -195,7 +195,7 @@ class CocoInstanceDataset(CheckedImageDataset):
         image_ids: Sequence[int] | None = None,
         *,
         on_bad_record: BadRecordPolicy = "error",
-        progress: bool = False,
+        progress: bool | str = False,
     ) -> None:
         self.annotation_file = Path(annotation_file)
         data = load_coco_json(self.annotation_file)
@@ -344,7 +344,7 @@ class UnlabeledImageDataset(CheckedImageDataset):
         image_root: str | Path | None = None,
         *,
         on_bad_record: BadRecordPolicy = "error",
-        progress: bool = False,
+        progress: bool | str = False,
     ) -> None:
         source = Path(source)
         log = BadRecordLog(source, on_bad_record)
@@ -389,12 +389,14 @@ def _checked_images(
     images: Mapping[int, dict],
     image_root: Path,
     log: BadRecordLog,
-    progress: bool,
+    progress: bool | str,
 ) -> Iterator[tuple[dict, int, int]]:
     """(entry, H, W) of each selected image whose file passes `check_image_file`, in order."""
-    bar = tqdm(
-        selected, desc=f"checking {log.source.name}", unit="img", disable=not progress, leave=False
+    name = log.source.name
+    desc = (
+        f"checking the {progress} set ({name})" if isinstance(progress, str) else f"checking {name}"
     )
+    bar = tqdm(selected, desc=desc, unit="img", disable=not progress, leave=False)
     for image_id in bar:
         entry = images[image_id]
         name = f"image {image_id}"

@@ -42,7 +42,11 @@ def load_experiment_data(cfg: DataConfig, *, progress: bool = True) -> Experimen
     folder, restricted by `unlabeled_ids`). `on_bad_record` says whether a broken record stops
     here with an error or is dropped with a warning; progress: progress bars for the checks.
     """
-    checks: dict[str, Any] = {"on_bad_record": cfg.on_bad_record, "progress": progress}
+
+    def checks(role: str) -> dict[str, Any]:
+        """Keyword arguments of each dataset: the policy, and a progress bar naming the set."""
+        return {"on_bad_record": cfg.on_bad_record, "progress": role if progress else False}
+
     labeled_json = Path(cfg.labeled_annotations)
     unlabeled_ids = None
     if cfg.split is not None:
@@ -56,23 +60,25 @@ def load_experiment_data(cfg: DataConfig, *, progress: bool = True) -> Experimen
         labeled_ids = read_id_list(cfg.labeled_ids, labeled_json)
     else:
         labeled_ids = None
-    labeled = CocoInstanceDataset(labeled_json, cfg.image_root, labeled_ids, **checks)
+    labeled = CocoInstanceDataset(labeled_json, cfg.image_root, labeled_ids, **checks("labeled"))
 
     unlabeled = None
     if unlabeled_ids is not None:
         if unlabeled_ids:
-            unlabeled = UnlabeledImageDataset(labeled_json, unlabeled_ids, cfg.image_root, **checks)
+            unlabeled = UnlabeledImageDataset(
+                labeled_json, unlabeled_ids, cfg.image_root, **checks("unlabeled")
+            )
     elif cfg.unlabeled is not None:
         source = Path(cfg.unlabeled)
         ids = None
         if cfg.unlabeled_ids is not None:
             ids = read_id_list(cfg.unlabeled_ids, source if source.suffix == ".json" else None)
         root = cfg.unlabeled_image_root if source.suffix == ".json" else None
-        unlabeled = UnlabeledImageDataset(source, ids, root, **checks)
+        unlabeled = UnlabeledImageDataset(source, ids, root, **checks("unlabeled"))
 
     val = None
     if cfg.val_annotations is not None:
-        val = CocoInstanceDataset(cfg.val_annotations, cfg.val_image_root, **checks)
+        val = CocoInstanceDataset(cfg.val_annotations, cfg.val_image_root, **checks("val"))
         if val.categories.names != labeled.categories.names:
             raise ValueError(
                 f"{cfg.val_annotations} has categories {list(val.categories.names)} but "

@@ -40,6 +40,7 @@ from castseg.training.batches import StageBatches
 from castseg.training.module import CastModule
 from castseg.training.objective import StageWeights
 from castseg.training.optim import OptimSettings
+from castseg.training.progress import StageBar, stage_progress
 
 RESUME_CHECKPOINT = "last.ckpt"
 _LOG = "metrics.csv"
@@ -192,6 +193,7 @@ def train_stage(
     )
     checkpoint = resume_checkpoint(out_dir, name)
     identity = {"stage": name, "steps": steps, "run": run_key}
+    shown = stage_progress(name, steps, progress)
     trainer = L.Trainer(
         max_steps=steps,
         max_epochs=1,
@@ -214,12 +216,13 @@ def train_stage(
                 identity=identity,
                 every=cfg.run.checkpoint_every,
                 max_nonfinite=cfg.run.max_nonfinite_steps,
-            )
+            ),
+            *shown,
         ],
         log_every_n_steps=log_every,
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=progress,
+        enable_progress_bar=any(isinstance(c, StageBar) for c in shown),
         num_sanity_val_steps=0,
         limit_val_batches=0,
         use_distributed_sampler=False,  # the batches shard themselves by rank
