@@ -189,6 +189,10 @@ class RunConfig:
     num_nodes: int = _checked(1, _POSITIVE)
     strategy: Literal["auto", "ddp"] = "auto"
     precision: Precision = "32-true"
+    # CPU threads torch computes with (torch.set_num_threads); null: torch's default, one per
+    # core. On a machine shared with other jobs set it to the cores you may use: torch's threads
+    # spin waiting for each other. CPU results are bit-identical for the same thread count.
+    threads: int | None = _checked(None, _POSITIVE)
     log_every: int = _checked(10, _POSITIVE)
     eval_top_k: int = _checked(100, _POSITIVE)
     checkpoint_every: int = _checked(500, _POSITIVE)  # steps between resumable checkpoints

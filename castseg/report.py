@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import shutil
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,22 @@ LOSS_KEYS = {
 MONITOR_KEYS = {"train/fnr": "false-negative rate", "train/margin": "margin"}
 # The paper's Fig. 3 marks FNR = 0.5 (a sampled negative as likely to be wrong as right).
 FNR_REFERENCE = 0.5
+# What each results-table row is, for the report's opening sentences. A stage that adds a row
+# adds its description here.
+ROW_DESCRIPTIONS = {
+    "teacher (zero-shot)": "the pretrained teacher before any training on this data",
+    "teacher (CAST adapted)": "the teacher after CAST stage 1 (fine-tuned on the labeled "
+    "images, then self-trained from its pretrained weights on them and on its pseudo-labels)",
+    "student (CAST knowledge transfer)": "the student distilled from the adapted teacher (stage 2)",
+    "student (CAST refined)": "that student refined on the labeled images (stage 3)",
+    "student (supervised only)": "the same student, from the same initial weights and with the "
+    "same number of steps, trained on the labeled images alone",
+}
+# The rows the student's gain compares: CAST's final student against the supervised baseline.
+CAST_STUDENT, SUPERVISED_STUDENT = "student (CAST refined)", "student (supervised only)"
 _INDEX_COLUMNS = ("step", "epoch")
+# ap.png: characters per line of a model name under its bars (1.6 inch per model at 8 pt).
+_TICK_CHARACTERS = 16
 # Curves are drawn raw (faint) and as a running mean over about this fraction of the points.
 _SMOOTHING_FRACTION = 0.02
 
@@ -116,12 +132,17 @@ def plot_monitors(stage_logs: Mapping[str, str | Path], path: str | Path) -> lis
 
 
 def plot_ap(rows: Sequence[ModelRow], path: str | Path) -> Path:
-    """Grouped bars of maskAP and AP50 per model, saved as a PNG."""
+    """Grouped bars of maskAP and AP50 per model (`ap_figure`), saved as a PNG."""
     if not rows:
         raise ValueError(f"plot_ap({path}): rows is empty, no model to draw")
+    return save_figure(ap_figure(rows), path)
+
+
+def ap_figure(rows: Sequence[ModelRow]) -> Figure:
+    """Grouped bars of maskAP and AP50 per model, the model names wrapped under them."""
     x = np.arange(len(rows))
     width = 0.38
-    fig = Figure(figsize=(max(4.0, 1.4 * len(rows) + 1.5), 3.6))
+    fig = Figure(figsize=(max(4.0, 1.6 * len(rows) + 1.5), 3.9), layout="constrained")
     ax = fig.subplots()
     for offset, label, values in (
         (-width / 2, "maskAP", [r.ap for r in rows]),
@@ -129,14 +150,15 @@ def plot_ap(rows: Sequence[ModelRow], path: str | Path) -> Path:
     ):
         bars = ax.bar(x + offset, np.nan_to_num(values, nan=0.0), width, label=label)
         ax.bar_label(bars, labels=[_number(v, 1) for v in values], fontsize=8, padding=2)
-    ax.set_xticks(x, [r.name for r in rows], rotation=15 if len(rows) > 3 else 0)
+    # Names wrapped to the width of their pair of bars, so neighbouring ticks never collide.
+    ax.set_xticks(x, [textwrap.fill(r.name, _TICK_CHARACTERS) for r in rows], fontsize=8)
     ax.set_ylabel("AP (%)")
     top = max([v for r in rows for v in (r.ap, r.ap50) if not math.isnan(v)], default=0.0)
     ax.set_ylim(0, max(10.0, top * 1.3))  # headroom for the value labels and the legend
     ax.legend(loc="upper center", ncols=2, frameon=False)
     ax.set_title("Mask AP per model")
     ax.grid(axis="y", alpha=0.3)
-    return save_figure(fig, path)
+    return fig
 
 
 def format_table(rows: Sequence[ModelRow]) -> str:
@@ -175,6 +197,56 @@ def format_per_class_table(rows: Sequence[ModelRow]) -> str:
     return "\n".join(lines)
 
 
+def narrative(
+    rows: Sequence[ModelRow], *, resumed: Sequence[str] = (), predictions_of: str | None = None
+) -> list[str]:
+    """The report's opening sentences, generated from the results: what each row is, what its
+    wall time covers, whether the run was resumed (`resumed`: the stages an earlier run had
+    finished), the CAST student's gain over the supervised baseline, and which model
+    predictions.png shows."""
+    sentences = []
+    described = [
+        f"**{r.name}**, {ROW_DESCRIPTIONS[r.name]}" for r in rows if r.name in ROW_DESCRIPTIONS
+    ]
+    if described:
+        sentences.append("The rows are " + "; ".join(described) + ".")
+    sentences.append(
+        "Wall time is the training time of a row's stages, pseudo-labelling included and "
+        "evaluation not: the adapted teacher's includes its fine-tuning and the refined "
+        "student's its knowledge transfer; a stage resumed after an interruption counts its "
+        "last attempt only."
+    )
+    if resumed:
+        sentences.append(
+            f"This run was resumed: {', '.join(resumed)} had finished in an earlier run into the "
+            "same folder, whose rows and wall times are kept."
+        )
+    else:
+        sentences.append("Every stage ran in this run; none was resumed from an earlier one.")
+    by_name = {r.name: r for r in rows}
+    cast, supervised = by_name.get(CAST_STUDENT), by_name.get(SUPERVISED_STUDENT)
+    if cast is not None and supervised is not None:
+        gain, gain50 = cast.ap - supervised.ap, cast.ap50 - supervised.ap50
+        if math.isnan(gain):
+            sentences.append("Without a validation set the students' AP is undefined.")
+        else:
+            sentences.append(
+                f"The CAST student scores {_number(cast.ap, 1)} maskAP, {gain:+.1f} over the "
+                f"supervised-only student ({_number(supervised.ap, 1)}); AP50 {gain50:+.1f}."
+            )
+    elif cast is not None:
+        sentences.append(
+            "There is no supervised-only baseline in this run (`castseg run --baseline` trains "
+            "one with the same initialisation and budget)."
+        )
+    if predictions_of is not None:
+        sentences.append(
+            f"predictions.png shows {predictions_of} on the first validation images, ground "
+            "truth on the left."
+        )
+    return sentences
+
+
 def write_report(
     out_dir: str | Path,
     *,
@@ -184,10 +256,12 @@ def write_report(
     predictions_png: str | Path | None,
     config: Mapping[str, Any],
     notes: Iterable[str] = (),
+    story: Sequence[str] = (),
 ) -> Path:
     """Write out_dir/report.md and the PNGs it links (losses.png, monitors.png, ap.png).
 
-    The report holds the title, the notes as a bullet list, the results table, AP per class,
+    The report holds the title, the story (sentences, e.g. `narrative`'s) as a paragraph, the
+    notes as a bullet list, the results table, AP per class,
     the plots, the predictions PNG (copied to out_dir/predictions.png when it lies elsewhere) and
     the config as a YAML block of plain values (dicts, lists, str, numbers, bools, None, paths).
     A stage whose log is missing or unreadable, and a plot with nothing to draw, are left out
@@ -206,6 +280,8 @@ def write_report(
             readable[stage] = _metrics_file(log)
 
     sections = [f"# {title}"]
+    if story:
+        sections.append(" ".join(story))
     if notes:
         sections.append("\n".join(f"- {note}" for note in notes))
     sections.append("## Results")
@@ -262,9 +338,21 @@ def _plot_keys(
     stages: Mapping[str, Metrics], titles: Mapping[str, str], path: str | Path, suptitle: str
 ) -> list[str]:
     """One subplot per key of `titles` that some stage logged; returns the keys drawn."""
+    fig = curves_figure(stages, titles, suptitle)
+    if fig is None:
+        return []
+    save_figure(fig, path)
+    return [key for key in titles if any(key in metrics for metrics in stages.values())]
+
+
+def curves_figure(
+    stages: Mapping[str, Metrics], titles: Mapping[str, str], suptitle: str
+) -> Figure | None:
+    """One subplot per key of `titles` that some stage logged, one curve per stage, each axis
+    labelled; None when no stage logged any of the keys."""
     keys = [key for key in titles if any(key in metrics for metrics in stages.values())]
     if not keys:
-        return []
+        return None
     fig = Figure(figsize=(4.2 * len(keys), 3.4), layout="constrained")
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     colours = {stage: f"C{i}" for i, stage in enumerate(stages)}
@@ -281,15 +369,15 @@ def _plot_keys(
                 color="black",
                 linestyle="--",
                 linewidth=1,
-                label=f"{FNR_REFERENCE:g}",
+                label=f"{FNR_REFERENCE:g}: a negative as likely wrong as right",
             )
         ax.set_title(titles[key])
         ax.set_xlabel("step (within stage)")
+        ax.set_ylabel(titles[key])
         ax.grid(alpha=0.3)
         ax.legend(frameon=False, fontsize=8)
     fig.suptitle(suptitle)
-    save_figure(fig, path)
-    return keys
+    return fig
 
 
 def _running_mean(values: np.ndarray) -> np.ndarray:

@@ -27,6 +27,8 @@ _VALUE = 0.95
 # Grid panels smaller than this (short side, pixels) are upsampled by an integer factor with
 # nearest-neighbour before drawing, so outlines and labels stay legible in the PNG.
 _GRID_MIN_SIDE = 384
+# Smallest label font (pixels); labels scale with the image's short side / 32 above it.
+_MIN_FONT = 8
 
 
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = 120) -> Path:
@@ -63,7 +65,9 @@ def overlay_instances(
         score_threshold: instances with a score below it are not drawn (ignored without scores).
         alpha: opacity of the fill; outside the masks no pixel changes except under labels.
         outline: draw each mask's inner border in its colour at full opacity.
-        show_labels: draw the class name (and score) in a box at the mask's top-left corner.
+        show_labels: draw the class name (and score) in a box at the mask's top-left corner,
+            best scores first; a label wider than half the image or over another label
+            is left out, so labels never bury a small image.
 
     Returns:
         [H, W, 3] uint8. Instance i (its index in masks) gets `instance_colour(i)`; with
@@ -111,15 +115,22 @@ def overlay_instances(
 
     picture = Image.fromarray(result)
     draw = ImageDraw.Draw(picture)
-    font = ImageFont.load_default(size=max(10, min(height, width) // 24))
-    for k in order:
+    font = ImageFont.load_default(size=max(_MIN_FONT, min(height, width) // 32))
+    drawn: list[tuple[int, int, int, int]] = []
+    for k in order[::-1]:  # the best-scoring instances get their labels first
         ys, xs = np.nonzero(masks_np[k])
         if ys.size == 0:
             continue
         text = class_names[labels_np[k]]
         if scores_np is not None:
             text = f"{text} {scores_np[k]:.2f}"
-        _draw_label(draw, font, text, (int(xs.min()), int(ys.min())), colours[k], (width, height))
+        box = _label_box(draw, font, text, (int(xs.min()), int(ys.min())), (width, height))
+        # A label wider than half the image, or over another label, would hide the picture
+        # (small images, crowded corners): the instance keeps its colour only.
+        if box[2] - box[0] > width / 2 or any(_overlap(box, other) for other in drawn):
+            continue
+        _draw_label(draw, font, text, box, colours[k])
+        drawn.append(box)
     return np.asarray(picture)
 
 
@@ -215,25 +226,42 @@ def _inner_border(mask: np.ndarray, width: int) -> np.ndarray:
     return mask & ~eroded
 
 
-def _draw_label(
+def _label_box(
     draw: ImageDraw.ImageDraw,
     font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
     text: str,
     corner: tuple[int, int],
-    colour: np.ndarray,
     size: tuple[int, int],
-) -> None:
-    """A box in the instance colour with the text, just above the mask (inside if no room)."""
+) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of a label box just above the mask corner (inside if no room), within
+    the image; x1, y1 exclusive."""
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     box_w, box_h = right - left + 2, bottom - top + 2
     x, y = corner
     y = y - box_h if y >= box_h else y
     x = max(0, min(x, size[0] - box_w))
     y = max(0, min(y, size[1] - box_h))
+    return x, y, x + box_w, y + box_h
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _draw_label(
+    draw: ImageDraw.ImageDraw,
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    text: str,
+    box: tuple[int, int, int, int],
+    colour: np.ndarray,
+) -> None:
+    """The text in `box` (from `_label_box`), on the instance colour."""
+    left, top, _, _ = draw.textbbox((0, 0), text, font=font)
+    x, y, x1, y1 = box
     fill = tuple(int(v) for v in colour)
     luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
     ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
-    draw.rectangle((x, y, x + box_w - 1, y + box_h - 1), fill=fill)
+    draw.rectangle((x, y, x1 - 1, y1 - 1), fill=fill)
     draw.text((x + 1 - left, y + 1 - top), text, fill=ink, font=font)
 
 

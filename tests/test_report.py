@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from pathlib import Path
@@ -9,12 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from castseg.report import (
+    LOSS_KEYS,
+    MONITOR_KEYS,
+    ROW_DESCRIPTIONS,
     ModelRow,
+    ap_figure,
+    curves_figure,
     format_console_table,
     format_table,
+    narrative,
     read_metrics_csv,
     write_report,
 )
@@ -157,3 +165,62 @@ def test_write_report_without_logs_or_models(tmp_path: Path) -> None:
     assert "No model was evaluated." in text
     assert "No stage logged losses." in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
+
+
+CAST_ROWS = [
+    ModelRow("teacher (zero-shot)", 9, 2.3, 8.1, 0.0, {}),
+    ModelRow("teacher (CAST adapted)", 9, 11.4, 27.4, 217.5, {}),
+    ModelRow("student (CAST knowledge transfer)", 2, 2.6, 7.4, 93.1, {}),
+    ModelRow("student (CAST refined)", 2, 3.3, 9.6, 107.5, {}),
+    ModelRow("student (supervised only)", 2, 3.0, 7.5, 55.4, {}),
+]
+
+
+def test_the_narrative_tells_rows_wall_time_resume_and_the_students_gain() -> None:
+    story = " ".join(narrative(CAST_ROWS, predictions_of="the final student (CAST refined)"))
+    for row in CAST_ROWS:
+        assert f"**{row.name}**, {ROW_DESCRIPTIONS[row.name]}" in story
+    assert "Wall time is the training time of a row's stages" in story
+    assert "none was resumed" in story
+    assert "scores 3.3 maskAP, +0.3 over the supervised-only student (3.0); AP50 +2.1" in story
+    assert "predictions.png shows the final student (CAST refined)" in story
+
+    worse = [*CAST_ROWS[:3], ModelRow("student (CAST refined)", 2, 2.5, 6.0, 1.0, {})]
+    worse.append(CAST_ROWS[4])
+    story = " ".join(narrative(worse, resumed=["teacher_zero_shot", "teacher_finetune"]))
+    assert "2.5 maskAP, -0.5 over the supervised-only student" in story
+    assert "resumed: teacher_zero_shot, teacher_finetune had finished in an earlier run" in story
+    assert "--baseline" in " ".join(narrative(CAST_ROWS[:4]))
+
+
+def test_the_story_opens_the_report(tmp_path: Path) -> None:
+    story = narrative(CAST_ROWS)
+    report = write_report(
+        tmp_path, title="t", rows=CAST_ROWS, stage_logs={}, predictions_png=None, config={},
+        story=story,
+    )  # fmt: skip
+    assert report.read_text().startswith(f"# t\n\n{' '.join(story)}\n\n## Results")
+
+
+def test_ap_chart_names_do_not_collide() -> None:
+    fig = ap_figure(CAST_ROWS)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # lays the text out
+    renderer = canvas.get_renderer()
+    boxes = [label.get_window_extent(renderer) for label in fig.axes[0].get_xticklabels()]
+    assert len(boxes) == len(CAST_ROWS)
+    for left, right in itertools.pairwise(boxes):
+        assert left.x1 < right.x0, (left, right)
+
+
+def test_every_curve_axis_is_labelled_and_the_fnr_line_explained(tmp_path: Path) -> None:
+    log = _stage_csv(tmp_path / "distill.csv", ["train/loss", "train/fnr", "train/margin"])
+    stages = {"distill": read_metrics_csv(log)}
+    for titles in (LOSS_KEYS, MONITOR_KEYS):
+        fig = curves_figure(stages, titles, "t")
+        assert fig is not None
+        for ax in fig.axes:
+            assert ax.get_ylabel() and ax.get_xlabel() == "step (within stage)"
+    fnr = curves_figure(stages, MONITOR_KEYS, "t").axes[0]
+    legend = [text.get_text() for text in fnr.get_legend().get_texts()]
+    assert "0.5: a negative as likely wrong as right" in legend

@@ -103,3 +103,20 @@ def test_failed_grid_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"row 0: pred dict is missing \['masks'\]"):
         save_prediction_grid(tmp_path / "grid.png", [(_grey(8), gt, {"labels": []})], CLASSES)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_labels_never_bury_a_small_image() -> None:
+    # Four instances crowding the top-left corner of a 96 × 96 image, and one small image whose
+    # label could not fit: the labels drawn cover little of what lies outside the masks.
+    masks = np.stack([_square(96, 20 + 2 * i, 20 + 2 * i, 30) for i in range(4)])
+    scores = [0.9, 0.8, 0.7, 0.6]
+    plain = overlay_instances(_grey(96), masks, [0, 1, 0, 1], scores, CLASSES, show_labels=False)
+    labelled = overlay_instances(_grey(96), masks, [0, 1, 0, 1], scores, CLASSES)
+    outside = ~masks.any(axis=0)
+    changed = np.any(labelled != plain, axis=-1) & outside
+    assert 0 < changed.sum() <= 0.05 * outside.sum()
+    tiny = overlay_instances(_grey(24), _square(24, 4, 4, 8)[None], [0], [0.9], CLASSES)
+    bare = overlay_instances(
+        _grey(24), _square(24, 4, 4, 8)[None], [0], [0.9], CLASSES, show_labels=False
+    )
+    assert np.array_equal(tiny, bare)

@@ -29,7 +29,7 @@ from torch import nn
 
 from castseg.config import ExperimentConfig, config_to_dict
 from castseg.models.student import build_student
-from castseg.report import ModelRow, write_report
+from castseg.report import CAST_STUDENT, ModelRow, narrative, write_report
 from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 from castseg.training.distributed import barrier, is_rank_zero
 from castseg.training.evaluate import evaluate_model
@@ -95,6 +95,7 @@ class CastPipeline:
         self.state: RunState | None = None
         # Weights of skipped stages, loaded only when a stage that runs needs them.
         self._pending: dict[int, tuple[nn.Module, Path]] = {}
+        self.resumed: list[str] = []  # stages an earlier run had finished, for the report
 
     def evaluate(self, name: str, model: nn.Module, wall_s: float) -> ModelRow:
         """Mask AP of `model` on the validation set (NaN without one); appended to the table."""
@@ -213,6 +214,7 @@ class CastPipeline:
             self._pending[id(model)] = (model, path)
             where = f"; its weights are in {path}"
         print(f"Stage {done.name} finished in an earlier run ({self.state.path}){where}")
+        self.resumed.append(done.name)
         if done.steps:
             self.stages.runs.append(
                 StageRun(
@@ -285,6 +287,11 @@ class CastPipeline:
             predictions_png=samples,
             config=config_to_dict(self.cfg),
             notes=self.data_notes(),
+            story=narrative(
+                self.outcome.rows,
+                resumed=self.resumed,
+                predictions_of=None if samples is None else f"the final {CAST_STUDENT}",
+            ),
         )
 
     def data_notes(self) -> list[str]:

@@ -69,10 +69,16 @@ def test_run_trains_all_stages_from_a_teacher_checkpoint(tmp_path, synthetic_wor
     config = write_config(
         tmp_path, synthetic_world, save_teacher(tmp_path / "t.pt", synthetic_world)
     )
-    assert main(["run", str(config), "--no-progress", *FAST]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(["run", str(config), "--no-progress", *FAST, "--set", "run.threads=1"]) == 0
+        assert torch.get_num_threads() == 1  # run.threads reached torch
+    finally:
+        torch.set_num_threads(threads)
     assert "student (CAST refined)" in capsys.readouterr().out
     student = load_checkpoint(tmp_path / "run" / "student.pt")
     assert student.extra["config"]["student"]["distill_iters"] == 1
+    assert student.extra["config"]["run"]["threads"] == 1
     assert (tmp_path / "run" / "report.md").is_file()
 
     # The folder now holds that run: another config stops, --restart discards the old run.
