@@ -1,8 +1,9 @@
 """`castseg run CONFIG`: the whole CAST pipeline on any COCO-format dataset.
 
 A rerun into the same run.out_dir resumes: finished stages are skipped and an interrupted one
-continues from its last checkpoint. A different config stops with an error; --restart discards
-the earlier run.
+continues from its last checkpoint (Ctrl-C says where it stopped and exits with 130). A different
+config stops with an error once a stage has finished; --restart discards the earlier run.
+`castseg check CONFIG` makes the same checks and prints the plan without training.
 """
 
 from __future__ import annotations

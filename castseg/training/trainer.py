@@ -6,7 +6,11 @@ A stage saves a Lightning checkpoint to `<out_dir>/<stage>/last.ckpt` every
 checkpoint whole. A stage that finds its checkpoint resumes from it; the checkpoint names its
 stage, its length and its run, and one written by anything else is an error, never silently
 trusted. Batches and the module's random draws depend on the step alone
-(`castseg.training.batches`), so on CPU a resumed stage trains exactly as an uninterrupted one.
+(`castseg.training.batches`), so on CPU a resumed stage trains exactly as an uninterrupted one
+(with the same number of threads). A resumed stage says so ("resuming <stage> from step N/M");
+Ctrl-C (`castseg.interruption`) names the stage, the step and the step of the checkpoint.
+Progress shows as a bar named for the stage on a terminal, as plain lines otherwise
+(`castseg.training.progress`).
 
 Lightning's CSVLogger deletes an existing metrics.csv when it starts. A resumed stage first moves
 the rows logged before its checkpoint to `metrics.before_resume.csv` and, when it ends, writes
