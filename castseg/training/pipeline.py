@@ -28,6 +28,7 @@ import lightning as L
 from torch import nn
 
 from castseg.config import ExperimentConfig, config_to_dict
+from castseg.interruption import Interrupted
 from castseg.models.student import build_student
 from castseg.report import CAST_STUDENT, ModelRow, narrative, write_report
 from castseg.training.checkpoints import load_checkpoint, save_checkpoint
@@ -191,14 +192,17 @@ class CastPipeline:
             self._skip(done, model)
             return
         self._load_pending()
-        began = time.perf_counter()
-        run = train() if train is not None else StageRun(name, self.out_dir / name, 0, 0.0)
-        wall = time.perf_counter() - began
-        rows = []
-        if evaluate_as is not None:
-            earlier = [self.state.finished(s) for s in after]
-            total = wall + sum(s.wall_s for s in earlier if s is not None)
-            rows.append(self.evaluate(evaluate_as, model, total))
+        try:
+            began = time.perf_counter()
+            run = train() if train is not None else StageRun(name, self.out_dir / name, 0, 0.0)
+            wall = time.perf_counter() - began
+            rows = []
+            if evaluate_as is not None:
+                earlier = [self.state.finished(s) for s in after]
+                total = wall + sum(s.wall_s for s in earlier if s is not None)
+                rows.append(self.evaluate(evaluate_as, model, total))
+        except Interrupted as err:  # a training step or pseudo-labelling says more, if it can
+            raise err.during(f"stage {name}") from None
         checkpoint = None
         if name in STAGE_CHECKPOINTS:
             checkpoint = self.save(STAGE_CHECKPOINTS[name], model, name).name

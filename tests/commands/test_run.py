@@ -2,6 +2,7 @@
 results from the same seed, and a run killed with SIGKILL that a rerun completes exactly."""
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -320,3 +321,21 @@ def test_ctrl_c_during_training_is_one_line_exit_130_and_the_rerun_resumes(exper
     capsys.readouterr()
     assert main(args) == 0
     assert f"resuming distill from step {at}/40" in capsys.readouterr().out
+
+
+def test_ctrl_c_outside_a_training_step_names_the_stage(
+    tmp_path, synthetic_world, capsys, monkeypatch
+):
+    config = write_config(
+        tmp_path, synthetic_world, save_teacher(tmp_path / "t.pt", synthetic_world)
+    )
+
+    def pressed_during_evaluation(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr("castseg.training.pipeline.evaluate_model", pressed_during_evaluation)
+    assert main(["run", str(config), "--no-progress", *FAST]) == 130
+    assert capsys.readouterr().err.strip() == (
+        "castseg run: interrupted during stage teacher_zero_shot; rerun the same command to resume"
+    )
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
