@@ -85,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
         results = load_json(args.results, "results") if args.cityscapes is not None else []
     elif model is not None:
         annotations = args.annotations
-        metrics, results = _evaluate_model_file(model, annotations, args.data, progress)
+        metrics, results = _evaluate_model_file(
+            model, annotations, args.data, progress, given_as_onnx=args.onnx is not None
+        )
     else:
         annotations, metrics, results = _evaluate_teacher(args.config, args.overrides, progress)
     print(format_metrics(metrics))
@@ -98,11 +100,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate_model_file(
-    path: Path, annotations: Path, image_root: Path | None, progress: bool
+    path: Path, annotations: Path, image_root: Path | None, progress: bool, given_as_onnx: bool
 ) -> tuple[CocoMetrics, list[dict[str, Any]]]:
     """A castseg checkpoint (PyTorch) or an exported ONNX model (ONNX Runtime), as its content
     says, on the images of `annotations`."""
     onnx = model_file_kind(path) == "onnx"
+    if given_as_onnx and not onnx:
+        raise ValueError(f"--onnx {path} is a castseg checkpoint: give it as CHECKPOINT")
     # Training code pulls in Lightning and transformers; scoring a results file must not.
     from castseg.training.evaluate import evaluate_checkpoint
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from castseg.commands import COMMANDS, check_output_folder
+from castseg.commands import COMMANDS, check_output_folder, model_file_kind
 from castseg.deploy.devices import DEVICES
 
 # Suffixes of castseg checkpoints: such a file among the inputs of an --onnx run is a mistake.
@@ -69,6 +69,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     checkpoint, inputs = _split_inputs(args.inputs, args.onnx)
     check_output_folder(args.out, "--out")
+    onnx = args.onnx
+    if checkpoint is not None and model_file_kind(checkpoint) == "onnx":
+        checkpoint, onnx = None, checkpoint  # an exported model given in the checkpoint's place
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from castseg.deploy.image_inputs import collect_images
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     paths = collect_images(inputs)
-    deployed = load_deployed_model(checkpoint=checkpoint, onnx=args.onnx, device=args.device)
+    deployed = load_deployed_model(checkpoint=checkpoint, onnx=onnx, device=args.device)
     with logging_redirect_tqdm():
         summary = predict_files(
             deployed,

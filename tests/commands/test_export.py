@@ -89,6 +89,11 @@ def test_predict_with_the_onnx_file_alone_matches_the_checkpoint(exported, tmp_p
     common += ["--no-progress"]
     assert main(["predict", str(checkpoint), *common, "--out", str(tmp_path / "torch")]) == 0
     assert main(["predict", *common, "--onnx", str(onnx_path), "--out", str(tmp_path / "ort")]) == 0
+    # The exported file in the checkpoint's place is recognised by its content.
+    assert main(["predict", str(onnx_path), *common, "--out", str(tmp_path / "as_ckpt")]) == 0
+    assert (tmp_path / "as_ckpt" / "results.json").read_text() == (
+        tmp_path / "ort" / "results.json"
+    ).read_text()
 
     runs = {}
     for name in ("torch", "ort"):
@@ -177,12 +182,16 @@ def test_a_model_file_of_neither_format_is_one_line(tmp_path, capsys) -> None:
     bogus.write_bytes(b"\x00\x01 not a model")
     gt = tmp_path / "gt.json"
     gt.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
-    for source in ([str(bogus)], ["--onnx", str(bogus)]):
-        assert main(["eval", *source, "--annotations", str(gt)]) == 2
+    for command, source in (
+        ("eval", [str(bogus), "--annotations", str(gt)]),
+        ("eval", ["--onnx", str(bogus), "--annotations", str(gt)]),
+        ("predict", [str(bogus), str(gt), "--out", str(tmp_path / "out")]),
+    ):
+        assert main([command, *source]) == 2
         error = capsys.readouterr().err
         assert error == (
-            f"castseg eval: error: {bogus} is neither a castseg checkpoint (`castseg run` .pt) "
-            "nor an ONNX model (`castseg export` .onnx)\n"
+            f"castseg {command}: error: {bogus} is neither a castseg checkpoint (`castseg run` "
+            ".pt) nor an ONNX model (`castseg export` .onnx)\n"
         )
 
 
