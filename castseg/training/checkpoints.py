@@ -102,8 +102,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, EOFError, RuntimeError) as err:
-        raise ValueError(f"{path} is not a castseg checkpoint (cannot load it: {err})") from err
+    except pickle.UnpicklingError as err:
+        # torch's own text runs to a page of advice about weights_only=False: not for this file.
+        raise ValueError(
+            f"{path} is not a castseg checkpoint: it holds Python objects besides tensors (a "
+            "Lightning last.ckpt, or another program's file)"
+        ) from err
+    except (EOFError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a castseg checkpoint (cannot load it: {first})") from err
     found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
     if found != CHECKPOINT_FORMAT:
         raise ValueError(
