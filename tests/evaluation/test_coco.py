@@ -205,17 +205,18 @@ def test_cli_eval_errors_name_the_problem(tmp_path, capsys):
     assert main(["eval", "--results", str(tmp_path / "nope.json"), "--annotations", str(gt_path)])
     assert "nope.json" in capsys.readouterr().err
     assert main(["eval", "--annotations", str(gt_path)]) == 2
-    assert "exactly one of a CHECKPOINT, --results or --config" in capsys.readouterr().err
+    assert "exactly one of a CHECKPOINT, --onnx, --results or --config" in capsys.readouterr().err
     assert main(["eval", "--results", str(gt_path)]) == 2
     assert "--annotations is required" in capsys.readouterr().err
 
 
 def test_cli_eval_checkpoint_delegates_to_training(tmp_path, capsys, monkeypatch):
     checkpoint = tmp_path / "last.ckpt"
-    checkpoint.write_bytes(b"")
+    torch.save({}, checkpoint)  # a torch.save zip file: `eval` takes it for a checkpoint
     calls = []
 
-    def fake_evaluate_checkpoint(path, annotations, *, image_root, progress):
+    def fake_evaluate_checkpoint(path, annotations, *, image_root, progress, onnx):
+        assert not onnx
         calls.append((path, annotations, image_root))
         return types.SimpleNamespace(metrics=evaluate_coco([], annotations_dict()), results=[])
 
