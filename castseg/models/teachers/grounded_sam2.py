@@ -57,6 +57,7 @@ from castseg.models.teachers.sources import (
     check_normalisation,
     load_config,
     load_pretrained,
+    load_segmenter_config,
     processor_normalisation,
     processor_settings,
     resolve_source,
@@ -199,7 +200,7 @@ class GroundedSAM2Teacher(nn.Module):
         detector_source = resolve_source(detector, "detector")
         segmenter_source = resolve_source(segmenter, "segmenter")
         detector_config = load_config(detector_source, "detector", MMGroundingDinoConfig)
-        segmenter_config = load_config(segmenter_source, "segmenter", Sam2Config)
+        segmenter_config = load_segmenter_config(segmenter_source)
         if segmenter_size is not None:
             segmenter_config = sam2_config_for_size(segmenter_config, segmenter_size)
 

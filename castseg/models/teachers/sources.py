@@ -8,14 +8,16 @@ without instantiating the processor (some need torchvision).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, TypeVar
 
-from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, Sam2Config, Sam2VideoConfig
 from transformers.image_processing_base import ImageProcessingMixin
 
 ModelT = TypeVar("ModelT", bound=PreTrainedModel)
+log = logging.getLogger(__name__)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -54,6 +56,34 @@ def load_config(source: str, role: str, expected: type[PretrainedConfig]) -> Pre
         raise ValueError(
             f"the {role} {source!r} is a {config.model_type!r} model, "
             f"expected {expected.model_type!r}"
+        )
+    return config
+
+
+def load_segmenter_config(source: str, role: str = "segmenter") -> Sam2Config:
+    """The SAM2 image-model config at `source`, also from a SAM2 *video* checkpoint.
+
+    The facebook/sam2(.1)-hiera-* repositories publish their transformers weights as
+    `Sam2VideoModel` (model_type "sam2_video"); its image path (Hiera encoder, FPN neck, prompt
+    encoder, mask decoder) is a `Sam2Model`, as transformers' own mask-generation mapping loads
+    it. ValueError naming `source` for any other model type.
+    """
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except OSError as err:
+        raise OSError(f"cannot load the {role} config from {source!r}: {err}") from err
+    if isinstance(config, Sam2VideoConfig):
+        log.info(
+            "the %s %s is a SAM2 video checkpoint: loading its image model; the video memory "
+            "weights (memory attention, memory encoder, object pointers) are not used",
+            role,
+            source,
+        )
+        return Sam2Config.from_dict(config.to_dict())
+    if not isinstance(config, Sam2Config):
+        raise ValueError(
+            f"the {role} {source!r} is a {config.model_type!r} model, expected 'sam2' or "
+            "'sam2_video'"
         )
     return config
 

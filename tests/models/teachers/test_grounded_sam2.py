@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, Sam2VideoModel
 
 from castseg.data.coco import CategoryMap
 from castseg.models.registry import build_model
@@ -213,8 +213,28 @@ def test_loading_errors_name_the_source(tiny_detector_dir, tiny_segmenter_dir, t
         load(tmp_path / "missing", tiny_segmenter_dir)
     with pytest.raises(ValueError, match=r"segmenter .* is not a model directory"):
         load(tiny_detector_dir, tmp_path)
-    with pytest.raises(ValueError, match="is a 'sam2' model, expected 'mm-grounding-dino'"):
+    with pytest.raises(ValueError, match="is a 'sam2_video' model, expected 'mm-grounding-dino'"):
         load(tiny_segmenter_dir, tiny_segmenter_dir)
+    with pytest.raises(ValueError, match="is a 'mm-grounding-dino' model, expected 'sam2' or"):
+        load(tiny_detector_dir, tiny_detector_dir)
+
+
+def test_a_published_sam2_video_checkpoint_loads_its_image_model(
+    tiny_detector_dir, tiny_segmenter_dir, caplog
+):
+    # The fixture is laid out like facebook/sam2.1-hiera-large (see conftest).
+    published = json.loads((tiny_segmenter_dir / "config.json").read_text())
+    assert published["model_type"] == "sam2_video"
+    assert published["architectures"] == ["Sam2VideoModel"]
+    with caplog.at_level("INFO", logger="castseg.models.teachers.sources"):
+        teacher = load(tiny_detector_dir, tiny_segmenter_dir)
+    assert "video memory weights" in caplog.text
+    video = Sam2VideoModel.from_pretrained(tiny_segmenter_dir).state_dict()
+    image = teacher.segmenter.state_dict()
+    assert set(image) < set(video)  # the image path only: no memory modules
+    assert any(key.startswith("memory_attention.") for key in set(video) - set(image))
+    for key, value in image.items():
+        assert torch.equal(value, video[key]), key
 
 
 def test_embed_equals_the_forward_embeddings_and_trains_the_head(
