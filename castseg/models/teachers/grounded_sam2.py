@@ -13,9 +13,28 @@ over the C classes plus no-object (`class_logits_from_scores`):
     p(no object) = 1 − max_c s_c            p(c) = max_c s_c · s_c / Σ_j s_j
 
 so 1 − p(no object) is the detector's own box score and a query whose class scores are all near
-0 is almost surely no object. Masks are differentiable through SAM2's mask decoder, class logits
-through the detector's decoder and class head; the boxes prompting SAM2 are detached, so the box
-regression head gets no gradient from the objective. There are no auxiliary layers.
+0 is almost surely no object. Masks are differentiable through SAM2's mask decoder and FPN neck,
+class logits through the detector's decoder and class head (MM-Grounding-DINO's contrastive class
+head is a scaled dot product of query and text features plus one learned bias: its only
+parameter); the boxes prompting SAM2 are detached, so the box regression head gets no gradient
+from the objective. There are no auxiliary layers.
+
+One mask path for training, pseudo-labelling and evaluation: SAM2's mask token 0 (the single-mask
+output for a box prompt). SAM2.1's `dynamic_multimask_via_stability` is switched off: it would
+swap, in eval mode only, an unstable token-0 mask for one of tokens 1–3 chosen by the IoU head,
+and neither those tokens nor the IoU head are trained by the objective.
+
+L_pxl reaches the masks: the embeddings are a projection head on SAM2's FPN neck output (the
+stride-16 map the mask decoder attends to), and the neck is trainable by default
+(`segmenter_neck`, 1×1 and top-down convolutions, 0.6M parameters in SAM2.1-L), so the
+contrastive gradient changes the features every mask is decoded from. The Hiera trunk stays
+frozen: the neck's backward needs only its inputs, not the trunk's activations
+(`benchmarks/bench_teacher_memory.py`).
+
+Memory: SAM2's mask decoder repeats the image embeddings, their positional embedding and both
+high-resolution maps once per box. The K boxes are decoded in chunks of `mask_chunk`; with grad
+enabled each chunk runs under activation checkpointing, so a training step keeps one chunk's
+decoder activations at a time instead of K boxes' worth. The result is the same computation.
 
 Build from pretrained weights with `GroundedSAM2Teacher.from_pretrained`; rebuild a saved one with
 `build_grounded_sam2(**config_without_architecture)` followed by `load_state_dict`.
@@ -29,6 +48,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from transformers import (
     AutoTokenizer,
     MMGroundingDinoConfig,
@@ -67,6 +87,7 @@ from castseg.structures import Predictions
 DEFAULT_DETECTOR = "openmmlab-community/mm_grounding_dino_large_all"
 DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-large"
 ARCHITECTURE = "grounded_sam2"
+DEFAULT_MASK_CHUNK = 10  # boxes per mask-decoder call (see the module doc and BENCHMARKS.md)
 _PROBABILITY_FLOOR = 1e-6  # keeps log-probabilities finite
 
 
@@ -105,6 +126,7 @@ class GroundedSAM2Teacher(nn.Module):
             keeping the aspect ratio, as its processor does.
         normalisation: {"detector": {"mean", "std"}, "segmenter": {"mean", "std"}} of the
             sub-models' processors, for [0, 1] RGB.
+        mask_chunk: boxes SAM2's mask decoder takes per call (memory, not results).
     """
 
     def __init__(
@@ -118,8 +140,11 @@ class GroundedSAM2Teacher(nn.Module):
         proj_dim: int = 128,
         detector_size: Sequence[int] = (800, 1333),
         normalisation: dict[str, dict[str, list[float]]],
+        mask_chunk: int = DEFAULT_MASK_CHUNK,
     ) -> None:
         super().__init__()
+        if mask_chunk < 1:
+            raise ValueError(f"mask_chunk must be a positive number of boxes, got {mask_chunk}")
         num_queries = detector.config.num_queries
         if not 1 <= num_boxes <= num_queries:
             raise ValueError(
@@ -137,7 +162,11 @@ class GroundedSAM2Teacher(nn.Module):
                 f"{detector.config.max_text_len}"
             )
         self.detector = detector
+        # Token 0 in train and eval mode alike (see the module doc); the config records it.
+        segmenter.config.mask_decoder_config.dynamic_multimask_via_stability = False
+        segmenter.mask_decoder.dynamic_multimask_via_stability = False
         self.segmenter = segmenter
+        self.mask_chunk = int(mask_chunk)
         hidden = segmenter.config.vision_config.fpn_hidden_size
         self.head = ProjectionHead(hidden, hidden, proj_dim)
         self.class_names = prompts.class_names
@@ -177,6 +206,7 @@ class GroundedSAM2Teacher(nn.Module):
         proj_dim: int = 128,
         detector_size: Sequence[int] | None = None,
         segmenter_size: int | None = None,
+        mask_chunk: int = DEFAULT_MASK_CHUNK,
     ) -> GroundedSAM2Teacher:
         """Load both models, their processors' settings and the detector's tokenizer.
 
@@ -184,14 +214,15 @@ class GroundedSAM2Teacher(nn.Module):
             detector: hub id or local directory of an MM-Grounding-DINO model with its
                 processor (tokenizer and image processor), e.g. `DEFAULT_DETECTOR`.
             segmenter: hub id or local directory of a SAM2 model with its image processor,
-                e.g. `DEFAULT_SEGMENTER`.
+                e.g. `DEFAULT_SEGMENTER`; a SAM2 video checkpoint (the published layout) loads
+                its image model (`sources.load_segmenter_config`).
             class_names: the dataset's category names in class-index order.
             prompts: per-class prompt overrides in class order; None uses the class names.
             detector_size: (shortest edge, longest edge); None for the processor's.
             segmenter_size: SAM2's square input size; None for the model's own (1024 for the
                 released models). Another size rescales SAM2's feature maps (a multiple of 32
                 for the Hiera models).
-            num_boxes, trainable, proj_dim: as in the constructor.
+            num_boxes, trainable, proj_dim, mask_chunk: as in the constructor.
 
         Raises FileNotFoundError / ValueError naming the path for a missing directory or one
         that holds no (or the wrong kind of) model; OSError naming the source when transformers
@@ -234,6 +265,7 @@ class GroundedSAM2Teacher(nn.Module):
             trainable=trainable,
             proj_dim=proj_dim,
             detector_size=detector_size,
+            mask_chunk=mask_chunk,
             normalisation={
                 "detector": processor_normalisation(detector_settings, detector_source, "detector"),
                 "segmenter": processor_normalisation(
@@ -273,27 +305,53 @@ class GroundedSAM2Teacher(nn.Module):
         scores = scores.gather(1, top.unsqueeze(-1).expand(-1, -1, scores.shape[-1]))
         boxes = detected.pred_boxes.detach().gather(1, top.unsqueeze(-1).expand(-1, -1, 4))
 
-        size = self.segmenter_size
-        segmented = self.segmenter(
-            pixel_values=self._resized(images, (size, size), "segmenter"),
-            input_boxes=boxes_to_corners(boxes, size),
-            multimask_output=False,
-        )
+        features = self._segmenter_features(images)
+        corners = boxes_to_corners(boxes, self.segmenter_size)
+        masks = [self._decode(*features, part) for part in corners.split(self.mask_chunk, dim=1)]
         return Predictions(
-            mask_logits=segmented.pred_masks[:, :, 0],
+            mask_logits=torch.cat(masks, dim=1),
             class_logits=class_logits_from_scores(scores),
-            embeddings=self.head(segmented.image_embeddings[-1]),
+            embeddings=self.head(features[-1]),
         )
 
     def embed(self, images: Tensor) -> Tensor:
         """The `embeddings` of `forward(images)` alone: SAM2's image encoder and the projection
         head, without the detector and the mask decoder (what L_pxl needs of the strong view)."""
+        return self.head(self._segmenter_features(images)[-1])
+
+    def _segmenter_features(self, images: Tensor) -> list[Tensor]:
+        """SAM2's three feature maps [B, C, h, w] (strides 4, 8, 16) as `Sam2Model.forward`
+        builds them: the stride-4 and -8 maps projected for the mask decoder, the no-memory
+        embedding added to the stride-16 one."""
         size = self.segmenter_size
         pixels = self._resized(images, (size, size), "segmenter")
-        features = self.segmenter.get_image_features(pixels, return_dict=True).fpn_hidden_states
-        last = features[-1] + self.segmenter.no_memory_embedding  # as Sam2Model.forward does
-        height, width = self.segmenter.backbone_feature_sizes[-1]
-        return self.head(last.permute(1, 2, 0).reshape(images.shape[0], -1, height, width))
+        maps = list(self.segmenter.get_image_features(pixels, return_dict=True).fpn_hidden_states)
+        maps[-1] = maps[-1] + self.segmenter.no_memory_embedding
+        return [
+            feature.permute(1, 2, 0).reshape(images.shape[0], -1, height, width)
+            for feature, (height, width) in zip(
+                maps, self.segmenter.backbone_feature_sizes, strict=True
+            )
+        ]
+
+    def _decode(self, stride4: Tensor, stride8: Tensor, stride16: Tensor, boxes: Tensor) -> Tensor:
+        """Mask logits [B, k, h, w] of SAM2's mask token 0 for boxes [B, k, 4] (pixels); under
+        activation checkpointing when grad is enabled."""
+        if torch.is_grad_enabled():
+            return checkpoint(
+                self._decode_boxes, stride4, stride8, stride16, boxes, use_reentrant=False
+            )
+        return self._decode_boxes(stride4, stride8, stride16, boxes)
+
+    def _decode_boxes(
+        self, stride4: Tensor, stride8: Tensor, stride16: Tensor, boxes: Tensor
+    ) -> Tensor:
+        segmented = self.segmenter(
+            image_embeddings=[stride4, stride8, stride16],
+            input_boxes=boxes,
+            multimask_output=False,
+        )
+        return segmented.pred_masks[:, :, 0]
 
     def _resized(self, images: Tensor, size: tuple[int, int], role: str) -> Tensor:
         """`images` resized to `size` (bilinear, antialiased) and normalised for `role`."""
@@ -310,6 +368,9 @@ class GroundedSAM2Teacher(nn.Module):
             if part not in self.trainable:
                 for module in part_modules(self, part):
                     module.eval()
+        for part in self.trainable:  # a trainable part inside a frozen one (the SAM2 neck)
+            for module in part_modules(self, part):
+                module.train(mode)
         return self
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -341,6 +402,7 @@ class GroundedSAM2Teacher(nn.Module):
             "num_boxes": self.num_boxes,
             "trainable": list(self.trainable),
             "proj_dim": self.proj_dim,
+            "mask_chunk": self.mask_chunk,
             "text_length": int(self.input_ids.shape[1]),
             "normalisation": {role: dict(stats) for role, stats in self.normalisation.items()},
         }
@@ -360,6 +422,7 @@ def build_grounded_sam2(
     proj_dim: int,
     text_length: int,
     normalisation: dict[str, dict[str, list[float]]],
+    mask_chunk: int = DEFAULT_MASK_CHUNK,
 ) -> GroundedSAM2Teacher:
     """A teacher with random weights and zero prompt tokens, from `config_dict()` data.
 
@@ -382,4 +445,5 @@ def build_grounded_sam2(
         proj_dim=proj_dim,
         detector_size=detector_size,
         normalisation=normalisation,
+        mask_chunk=mask_chunk,
     )

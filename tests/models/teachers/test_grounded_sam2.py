@@ -247,3 +247,41 @@ def test_embed_equals_the_forward_embeddings_and_trains_the_head(
     teacher.embed(images).sum().backward()
     assert all(p.grad is not None for p in teacher.head.parameters())
     assert all(p.grad is None for p in teacher.detector.parameters())
+
+
+def test_train_and_eval_mode_give_the_same_masks(tiny_detector_dir, tiny_segmenter_dir):
+    # SAM2.1's dynamic_multimask_via_stability (on in the fixture, as published) would swap
+    # unstable token-0 masks for another token's in eval mode only: pseudo-labels and
+    # evaluation would then see masks that training never produced.
+    teacher = load(tiny_detector_dir, tiny_segmenter_dir)
+    x = images(seed=5)
+    teacher.train()
+    teacher.detector.eval()  # dropout off (the detector's decoder is the part that has dropout)
+    assert teacher.segmenter.mask_decoder.training
+    with torch.no_grad():
+        trained = teacher(x).mask_logits
+        evaluated = teacher.eval()(x).mask_logits
+    assert torch.equal(trained, evaluated)
+
+
+def test_masks_decoded_in_checkpointed_chunks_equal_one_call(tiny_detector_dir, tiny_segmenter_dir):
+    whole = load(tiny_detector_dir, tiny_segmenter_dir, mask_chunk=5)
+    chunked = load(tiny_detector_dir, tiny_segmenter_dir, mask_chunk=2)  # chunks of 2, 2, 1
+    chunked.load_state_dict(whole.state_dict())
+    x = images(seed=6)
+    grads = []
+    for teacher in (whole, chunked):
+        teacher.train()
+        teacher.detector.eval()
+        pred = teacher(x)
+        (
+            pred.mask_logits
+            * torch.linspace(-1, 1, pred.mask_logits.numel()).view_as(pred.mask_logits)
+        ).sum().backward()
+        grads.append(
+            (pred.mask_logits.detach(), teacher.segmenter.mask_decoder.upscale_conv1.weight.grad)
+        )
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+    with pytest.raises(ValueError, match="mask_chunk must be a positive"):
+        load(tiny_detector_dir, tiny_segmenter_dir, mask_chunk=0)
