@@ -307,7 +307,10 @@ class GroundedSAM2Teacher(nn.Module):
 
         features = self._segmenter_features(images)
         corners = boxes_to_corners(boxes, self.segmenter_size)
-        masks = [self._decode(*features, part) for part in corners.split(self.mask_chunk, dim=1)]
+        chunks = corners.split(self.mask_chunk, dim=1)
+        # One chunk is one call: checkpointing it would recompute all K boxes' activations.
+        checkpointed = torch.is_grad_enabled() and len(chunks) > 1
+        masks = [self._decode(*features, part, checkpointed) for part in chunks]
         return Predictions(
             mask_logits=torch.cat(masks, dim=1),
             class_logits=class_logits_from_scores(scores),
@@ -334,10 +337,12 @@ class GroundedSAM2Teacher(nn.Module):
             )
         ]
 
-    def _decode(self, stride4: Tensor, stride8: Tensor, stride16: Tensor, boxes: Tensor) -> Tensor:
-        """Mask logits [B, k, h, w] of SAM2's mask token 0 for boxes [B, k, 4] (pixels); under
-        activation checkpointing when grad is enabled."""
-        if torch.is_grad_enabled():
+    def _decode(
+        self, stride4: Tensor, stride8: Tensor, stride16: Tensor, boxes: Tensor, checkpointed: bool
+    ) -> Tensor:
+        """Mask logits [B, k, h, w] of SAM2's mask token 0 for boxes [B, k, 4] (pixels), under
+        activation checkpointing if `checkpointed`."""
+        if checkpointed:
             return checkpoint(
                 self._decode_boxes, stride4, stride8, stride16, boxes, use_reentrant=False
             )

@@ -93,6 +93,7 @@ def build_paper_teacher(
     prompts: Sequence[str] | None = None,
     num_boxes: int = 100,
     proj_dim: int = 128,
+    trainable: Sequence[str] | None = None,
 ) -> GroundedSAM2Teacher:
     """The paper's teacher (≈568M parameters) with random weights and a placeholder prompt.
 
@@ -105,6 +106,7 @@ def build_paper_teacher(
         Sam2Model(paper_segmenter_config()),
         placeholder_prompts(class_names, prompts),
         num_boxes=num_boxes,
+        trainable=trainable,
         proj_dim=proj_dim,
         detector_size=(800, 1333),
         normalisation={"detector": dict(imagenet), "segmenter": dict(imagenet)},
