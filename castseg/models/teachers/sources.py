@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, Sam2Config, Sam2VideoConfig
 from transformers.image_processing_base import ImageProcessingMixin
 
@@ -91,9 +92,16 @@ def load_segmenter_config(source: str, role: str = "segmenter") -> Sam2Config:
 def load_pretrained(
     model_class: type[ModelT], source: str, role: str, config: PretrainedConfig
 ) -> ModelT:
-    """`model_class.from_pretrained(source, config=config)` with errors that name the role."""
+    """`model_class.from_pretrained(source, config=config)` in float32, with errors that name
+    the role.
+
+    float32 whatever dtype the checkpoint was saved in (transformers' "auto" would keep a bf16
+    copy in bf16, which then meets the float32 pixels): the weights are the master copy that
+    the run's precision works from, Lightning's precision plugin autocasting them for
+    "*-mixed" and converting them for "*-true".
+    """
     try:
-        return model_class.from_pretrained(source, config=config)
+        return model_class.from_pretrained(source, config=config, dtype=torch.float32)
     except OSError as err:
         raise OSError(f"cannot load the {role} weights from {source!r}: {err}") from err
 

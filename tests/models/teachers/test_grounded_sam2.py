@@ -285,3 +285,15 @@ def test_masks_decoded_in_checkpointed_chunks_equal_one_call(tiny_detector_dir, 
     torch.testing.assert_close(grads[0][1], grads[1][1])
     with pytest.raises(ValueError, match="mask_chunk must be a positive"):
         load(tiny_detector_dir, tiny_segmenter_dir, mask_chunk=0)
+
+
+def test_a_bf16_checkpoint_loads_in_float32(tiny_detector_dir, tiny_segmenter_dir, tmp_path):
+    # Hub copies are often saved in bf16; a teacher in bf16 would meet float32 pixels.
+    half = tmp_path / "sam2_bf16"
+    Sam2VideoModel.from_pretrained(tiny_segmenter_dir).to(torch.bfloat16).save_pretrained(half)
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        (half / name).write_text((tiny_segmenter_dir / name).read_text())
+    assert json.loads((half / "config.json").read_text())["dtype"] == "bfloat16"
+    teacher = load(tiny_detector_dir, half)
+    assert {p.dtype for p in teacher.parameters()} == {torch.float32}
+    assert torch.isfinite(teacher(images(batch=1)).mask_logits).all()
