@@ -42,6 +42,7 @@ Build from pretrained weights with `GroundedSAM2Teacher.from_pretrained`; rebuil
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,9 +69,9 @@ from castseg.models.teachers.grounded_sam2_parts import (
 )
 from castseg.models.teachers.prompts import (
     ClassPrompts,
+    chunk_class_prompts,
     class_scores_from_token_logits,
     resolve_prompts,
-    tokenize_class_prompts,
 )
 from castseg.models.teachers.sam2_size import sam2_config_for_size, sam2_input_size
 from castseg.models.teachers.sources import (
@@ -117,7 +118,9 @@ class GroundedSAM2Teacher(nn.Module):
     Args:
         detector: MM-Grounding-DINO with its detection heads.
         segmenter: SAM2; its config's image size is its input size.
-        prompts: the classes' tokenised prompt (`tokenize_class_prompts`), kept as buffers.
+        prompts: the classes' tokenised prompt (`tokenize_class_prompts`), or its chunks in
+            class order (`chunk_class_prompts`) when it is longer than the detector's text;
+            kept as buffers.
         num_boxes: K, the detector queries (highest max class score first) SAM2 segments.
         trainable: names of the parts (`grounded_sam2_parts.PARTS`) that train in stage 1;
             None for `DEFAULT_TRAINABLE`. The other parts are frozen and kept in eval mode.
@@ -133,7 +136,7 @@ class GroundedSAM2Teacher(nn.Module):
         self,
         detector: MMGroundingDinoForObjectDetection,
         segmenter: Sam2Model,
-        prompts: ClassPrompts,
+        prompts: ClassPrompts | Sequence[ClassPrompts],
         *,
         num_boxes: int = 100,
         trainable: Sequence[str] | None = None,
@@ -156,9 +159,11 @@ class GroundedSAM2Teacher(nn.Module):
                 "detector_size must be (shortest edge, longest edge) with 0 < shortest <= "
                 f"longest, got {tuple(detector_size)}"
             )
-        if prompts.num_tokens > detector.config.max_text_len:
+        chunks = [prompts] if isinstance(prompts, ClassPrompts) else list(prompts)
+        longest = max(chunk.num_tokens for chunk in chunks)
+        if longest > detector.config.max_text_len:
             raise ValueError(
-                f"the prompt has {prompts.num_tokens} tokens, more than the detector's "
+                f"a prompt has {longest} tokens, more than the detector's "
                 f"{detector.config.max_text_len}"
             )
         self.detector = detector
@@ -169,8 +174,9 @@ class GroundedSAM2Teacher(nn.Module):
         self.mask_chunk = int(mask_chunk)
         hidden = segmenter.config.vision_config.fpn_hidden_size
         self.head = ProjectionHead(hidden, hidden, proj_dim)
-        self.class_names = prompts.class_names
-        self.prompts = prompts.prompts
+        self.class_names = tuple(name for chunk in chunks for name in chunk.class_names)
+        self.prompts = tuple(prompt for chunk in chunks for prompt in chunk.prompts)
+        self.prompt_chunks = [len(chunk.class_names) for chunk in chunks]
         self.num_boxes = num_boxes
         self.proj_dim = proj_dim
         self.detector_size = (int(detector_size[0]), int(detector_size[1]))
@@ -184,9 +190,23 @@ class GroundedSAM2Teacher(nn.Module):
             self.register_buffer(
                 f"{role}_std", torch.tensor(stats["std"]).view(1, 3, 1, 1), persistent=False
             )
-        self.register_buffer("input_ids", prompts.input_ids.clone().view(1, -1))
-        self.register_buffer("attention_mask", prompts.attention_mask.clone().view(1, -1))
-        self.register_buffer("token_classes", prompts.token_classes.clone())
+        # One text per chunk, padded to the longest (attention mask 0, as the processor pads);
+        # token_classes[c] marks class c's tokens in its chunk's text, class_chunk[c] the chunk.
+        input_ids = torch.zeros(len(chunks), longest, dtype=torch.long)
+        attention_mask = torch.zeros(len(chunks), longest, dtype=torch.long)
+        token_classes = torch.zeros(len(self.class_names), longest, dtype=torch.bool)
+        class_chunk, first = [], 0
+        for index, chunk in enumerate(chunks):
+            input_ids[index, : chunk.num_tokens] = chunk.input_ids
+            attention_mask[index, : chunk.num_tokens] = chunk.attention_mask
+            size = len(chunk.class_names)
+            token_classes[first : first + size, : chunk.num_tokens] = chunk.token_classes
+            class_chunk += [index] * size
+            first += size
+        self.register_buffer("input_ids", input_ids)
+        self.register_buffer("attention_mask", attention_mask)
+        self.register_buffer("token_classes", token_classes)
+        self.register_buffer("class_chunk", torch.tensor(class_chunk), persistent=False)
         self.trainable = check_parts(DEFAULT_TRAINABLE if trainable is None else trainable)
         for part, parameters in parameters_by_part(self).items():
             for parameter in parameters:
@@ -252,7 +272,7 @@ class GroundedSAM2Teacher(nn.Module):
                     f"shortest_edge / longest_edge size ({size}); pass detector_size"
                 )
             detector_size = (size["shortest_edge"], size["longest_edge"])
-        class_prompts = tokenize_class_prompts(
+        class_prompts = chunk_class_prompts(
             tokenizer, class_names, prompts, max_tokens=detector_config.max_text_len
         )
         return cls(
@@ -295,15 +315,22 @@ class GroundedSAM2Teacher(nn.Module):
         batch = images.shape[0]
         height, width = int(images.shape[2]), int(images.shape[3])
         detector_hw = get_size_with_aspect_ratio((height, width), *self.detector_size)
-        detected = self.detector(
-            pixel_values=self._resized(images, detector_hw, "detector"),
-            input_ids=self.input_ids.expand(batch, -1),
-            attention_mask=self.attention_mask.expand(batch, -1),
-        )
-        scores = class_scores_from_token_logits(detected.logits, self.token_classes)  # [B, Q, C]
+        pixels = self._resized(images, detector_hw, "detector")
+        # One detector run per prompt chunk; its queries score only the chunk's classes.
+        scores, boxes = [], []
+        for index in range(self.input_ids.shape[0]):
+            detected = self.detector(
+                pixel_values=pixels,
+                input_ids=self.input_ids[index : index + 1].expand(batch, -1),
+                attention_mask=self.attention_mask[index : index + 1].expand(batch, -1),
+            )
+            in_chunk = self.token_classes & (self.class_chunk == index).unsqueeze(1)
+            scores.append(class_scores_from_token_logits(detected.logits, in_chunk))
+            boxes.append(detected.pred_boxes)
+        scores, boxes = torch.cat(scores, dim=1), torch.cat(boxes, dim=1)  # [B, chunks · Q, ·]
         top = scores.detach().max(dim=-1).values.topk(self.num_boxes, dim=1).indices  # [B, K]
         scores = scores.gather(1, top.unsqueeze(-1).expand(-1, -1, scores.shape[-1]))
-        boxes = detected.pred_boxes.detach().gather(1, top.unsqueeze(-1).expand(-1, -1, 4))
+        boxes = boxes.detach().gather(1, top.unsqueeze(-1).expand(-1, -1, 4))
 
         features = self._segmenter_features(images)
         corners = boxes_to_corners(boxes, self.segmenter_size)
@@ -409,6 +436,7 @@ class GroundedSAM2Teacher(nn.Module):
             "proj_dim": self.proj_dim,
             "mask_chunk": self.mask_chunk,
             "text_length": int(self.input_ids.shape[1]),
+            "prompt_chunks": list(self.prompt_chunks),
             "normalisation": {role: dict(stats) for role, stats in self.normalisation.items()},
         }
 
@@ -428,8 +456,11 @@ def build_grounded_sam2(
     text_length: int,
     normalisation: dict[str, dict[str, list[float]]],
     mask_chunk: int = DEFAULT_MASK_CHUNK,
+    prompt_chunks: Sequence[int] | None = None,
 ) -> GroundedSAM2Teacher:
     """A teacher with random weights and zero prompt tokens, from `config_dict()` data.
+
+    prompt_chunks: the number of classes of each prompt chunk, in order; None for one chunk.
 
     Load the saved state_dict afterwards: it holds the weights and the prompt's tokens.
     """
@@ -440,11 +471,19 @@ def build_grounded_sam2(
     if text_length < 1:
         raise ValueError(f"text_length must be a positive token count, got {text_length}")
     resolved = resolve_prompts(class_names, prompts)
+    sizes = [num_classes] if prompt_chunks is None else [int(n) for n in prompt_chunks]
+    if sum(sizes) != num_classes or min(sizes) < 1:
+        raise ValueError(f"prompt_chunks {sizes} must split the {num_classes} classes")
+    bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+    chunks = [
+        ClassPrompts.empty(class_names[a:b], resolved[a:b], text_length)
+        for a, b in itertools.pairwise(bounds)
+    ]
     segmenter = Sam2Config.from_dict(segmenter_config)
     return GroundedSAM2Teacher(
         MMGroundingDinoForObjectDetection(MMGroundingDinoConfig.from_dict(detector_config)),
         Sam2Model(sam2_config_for_size(segmenter, segmenter_size)),
-        ClassPrompts.empty(class_names, resolved, text_length),
+        chunks,
         num_boxes=num_boxes,
         trainable=trainable,
         proj_dim=proj_dim,

@@ -297,3 +297,59 @@ def test_a_bf16_checkpoint_loads_in_float32(tiny_detector_dir, tiny_segmenter_di
     teacher = load(tiny_detector_dir, half)
     assert {p.dtype for p in teacher.parameters()} == {torch.float32}
     assert torch.isfinite(teacher(images(batch=1)).mask_logits).all()
+
+
+def test_classes_beyond_the_detector_text_run_in_chunks(
+    tiny_detector_dir, tiny_segmenter_dir, tiny_tokenizer_dir
+):
+    # 14 classes whose prompt is 36 tokens, the tiny detector reads 32: two texts, two runs,
+    # the queries of both compete for the top boxes (as MM-Grounding-DINO runs LVIS).
+    prompts = ["person", "rider", "car", "motor", "bi", "traffic", "light", "bus"] + [
+        "person rider",
+        "car bus",
+        "traffic light",
+        "motor bi",
+        "rider car",
+        "bus light",
+    ]
+    names = [p.replace(" ", "_") for p in prompts]
+    teacher = GroundedSAM2Teacher.from_pretrained(
+        str(tiny_detector_dir), str(tiny_segmenter_dir), names, num_boxes=6, proj_dim=8
+    ).eval()
+    assert len(teacher.prompt_chunks) == 2 and sum(teacher.prompt_chunks) == 14
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    x = images(seed=8)
+    with torch.no_grad():
+        pred = teacher(x)
+        pixels = normalised(x, (44, 80), DETECTOR_MEAN, DETECTOR_STD)
+        scores, first = [], 0
+        for size in teacher.prompt_chunks:
+            chunk = prompts[first : first + size]
+            text = tokenizer(". ".join(chunk) + ".", return_offsets_mapping=True)
+            detected = teacher.detector(
+                pixel_values=pixels,
+                input_ids=torch.tensor([text["input_ids"]]).expand(2, -1),
+                attention_mask=torch.ones(2, len(text["input_ids"]), dtype=torch.long),
+            )
+            probs = detected.logits.sigmoid()
+            chunk_scores = torch.zeros(2, probs.shape[1], 14)
+            offset = 0
+            for c, prompt in enumerate(chunk):  # the tokens whose characters lie in the phrase
+                tokens = [
+                    t
+                    for t, (a, b) in enumerate(text["offset_mapping"])
+                    if b > a and offset <= a and b <= offset + len(prompt)
+                ]
+                chunk_scores[..., first + c] = probs[..., tokens].mean(-1)
+                offset += len(prompt) + 2
+            scores.append(chunk_scores)
+            first += size
+        scores = torch.cat(scores, dim=1)  # [2, 2 · 12 queries, 14]
+        top = scores.max(-1).values.topk(6, dim=1).indices
+        expected = class_logits_from_scores(torch.stack([scores[b, top[b]] for b in range(2)]))
+    torch.testing.assert_close(pred.class_logits, expected, atol=1e-5, rtol=1e-4)
+
+    rebuilt = build_model(json.loads(json.dumps(teacher.config_dict())))
+    rebuilt.load_state_dict(teacher.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(x).class_logits, pred.class_logits)
