@@ -88,7 +88,8 @@ class TeacherSource:
     entries "dataset class=model label" where the names differ); student_family reads
     `checkpoint`. A `checkpoint` given with another kind is a castseg checkpoint of that teacher
     (e.g. an adapted one) and replaces the hub weights. `trainable` names the parts stage 1 trains
-    (null: the teacher's default: decoders, heads and projection head; large encoders frozen).
+    (null: the teacher's default: decoders, heads, necks and projection head; large encoders
+    frozen).
     """
 
     kind: MemberKind = "grounded_sam2"
