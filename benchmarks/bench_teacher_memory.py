@@ -17,9 +17,9 @@ gradients and optimizer states are not included; the model's parameter bytes are
     OMP_NUM_THREADS=1 python benchmarks/bench_teacher_memory.py --boxes 100 --mask-chunk 25
     OMP_NUM_THREADS=1 python benchmarks/bench_teacher_memory.py --boxes 100 --mode infer
 
-`--trainable` chooses the stage-1 parts (`grounded_sam2_parts.PARTS`); `--mask-chunk` the boxes
-per mask-decoder call (default: the teacher's). Run against another checkout (PYTHONPATH) the
-script measures that code's teacher, without `--mask-chunk`.
+`--trainable` chooses the stage-1 parts (`grounded_sam2_parts.PARTS`); `--mask-chunk` the
+(image, box) pairs per mask-decoder call (default: the teacher's). Run against another checkout
+(PYTHONPATH) the script measures that code's teacher, without `--mask-chunk`.
 """
 
 from __future__ import annotations
@@ -111,7 +111,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--boxes", type=int, nargs="+", default=[10, 100], help="K values")
     parser.add_argument("--mode", nargs="+", choices=["train", "infer"], default=["train", "infer"])
-    parser.add_argument("--mask-chunk", type=int, default=None, help="boxes per decoder call")
+    parser.add_argument(
+        "--mask-chunk", type=int, default=None, help="(image, box) pairs per decoder call"
+    )
     parser.add_argument("--trainable", nargs="+", default=None, help="stage-1 parts")
     parser.add_argument("--size", type=int, nargs=2, default=[518, 1036], help="H W")
     args = parser.parse_args()

@@ -32,9 +32,10 @@ frozen: the neck's backward needs only its inputs, not the trunk's activations
 (`benchmarks/bench_teacher_memory.py`).
 
 Memory: SAM2's mask decoder repeats the image embeddings, their positional embedding and both
-high-resolution maps once per box. The K boxes are decoded in chunks of `mask_chunk`; with grad
-enabled each chunk runs under activation checkpointing, so a training step keeps one chunk's
-decoder activations at a time instead of K boxes' worth. The result is the same computation.
+high-resolution maps once per box. The boxes are decoded in chunks of about `mask_chunk`
+(image, box) pairs, the batch's images together; with grad enabled each chunk runs under
+activation checkpointing, so a training step keeps one chunk's decoder activations at a time
+instead of B · K boxes' worth. The result is the same computation.
 
 Build from pretrained weights with `GroundedSAM2Teacher.from_pretrained`; rebuild a saved one with
 `build_grounded_sam2(**config_without_architecture)` followed by `load_state_dict`.
@@ -88,7 +89,7 @@ from castseg.structures import Predictions
 DEFAULT_DETECTOR = "openmmlab-community/mm_grounding_dino_large_all"
 DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-large"
 ARCHITECTURE = "grounded_sam2"
-DEFAULT_MASK_CHUNK = 10  # boxes per mask-decoder call (see the module doc and BENCHMARKS.md)
+DEFAULT_MASK_CHUNK = 10  # (image, box) pairs per mask-decoder call (module doc, BENCHMARKS.md)
 _PROBABILITY_FLOOR = 1e-6  # keeps log-probabilities finite
 
 
@@ -129,7 +130,8 @@ class GroundedSAM2Teacher(nn.Module):
             keeping the aspect ratio, as its processor does.
         normalisation: {"detector": {"mean", "std"}, "segmenter": {"mean", "std"}} of the
             sub-models' processors, for [0, 1] RGB.
-        mask_chunk: boxes SAM2's mask decoder takes per call (memory, not results).
+        mask_chunk: (image, box) pairs SAM2's mask decoder takes per call, at least one box
+            per image (memory, not results).
     """
 
     def __init__(
@@ -334,7 +336,7 @@ class GroundedSAM2Teacher(nn.Module):
 
         features = self._segmenter_features(images)
         corners = boxes_to_corners(boxes, self.segmenter_size)
-        chunks = corners.split(self.mask_chunk, dim=1)
+        chunks = corners.split(max(1, self.mask_chunk // batch), dim=1)
         # One chunk is one call: checkpointing it would recompute all K boxes' activations.
         checkpointed = torch.is_grad_enabled() and len(chunks) > 1
         masks = [self._decode(*features, part, checkpointed) for part in chunks]

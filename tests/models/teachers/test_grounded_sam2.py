@@ -265,8 +265,9 @@ def test_train_and_eval_mode_give_the_same_masks(tiny_detector_dir, tiny_segment
 
 
 def test_masks_decoded_in_checkpointed_chunks_equal_one_call(tiny_detector_dir, tiny_segmenter_dir):
-    whole = load(tiny_detector_dir, tiny_segmenter_dir, mask_chunk=5)
-    chunked = load(tiny_detector_dir, tiny_segmenter_dir, mask_chunk=2)  # chunks of 2, 2, 1
+    whole = load(tiny_detector_dir, tiny_segmenter_dir, mask_chunk=10)
+    # a batch of 2 images, 4 pairs a call: boxes in chunks of 2, 2, 1
+    chunked = load(tiny_detector_dir, tiny_segmenter_dir, mask_chunk=4)
     chunked.load_state_dict(whole.state_dict())
     x = images(seed=6)
     grads = []
