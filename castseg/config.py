@@ -154,6 +154,9 @@ class LossConfig:
     class_weight: float = _checked(2.0, _NON_NEGATIVE)
     mask_weight: float = _checked(5.0, _NON_NEGATIVE)
     dice_weight: float = _checked(5.0, _NON_NEGATIVE)
+    # box L1 and GIoU of the teacher's detector (GroundedSAM2 only; Grounding DINO's 5 and 2)
+    box_weight: float = _checked(5.0, _NON_NEGATIVE)
+    giou_weight: float = _checked(2.0, _NON_NEGATIVE)
     no_object_weight: float = _checked(0.1, _NON_NEGATIVE)
     num_points: int = _checked(12544, _POSITIVE)  # sampled points per mask loss
     lambda_semi: float = _checked(1.0, _NON_NEGATIVE)

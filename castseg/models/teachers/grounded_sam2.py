@@ -16,8 +16,10 @@ so 1 − p(no object) is the detector's own box score and a query whose class sc
 0 is almost surely no object. Masks are differentiable through SAM2's mask decoder and FPN neck,
 class logits through the detector's decoder and class head (MM-Grounding-DINO's contrastive class
 head is a scaled dot product of query and text features plus one learned bias: its only
-parameter); the boxes prompting SAM2 are detached, so the box regression head gets no gradient
-from the objective. There are no auxiliary layers.
+parameter). The boxes prompting SAM2 are detached; the K boxes are also returned
+(`Predictions.boxes`), so the set criterion's box L1 and GIoU against the targets' mask boxes
+train the detector's box regression, as Grounding DINO is fine-tuned. There are no auxiliary
+layers.
 
 One mask path for training, pseudo-labelling and evaluation: SAM2's mask token 0 (the single-mask
 output for a box prompt). SAM2.1's `dynamic_multimask_via_stability` is switched off: it would
@@ -310,7 +312,7 @@ class GroundedSAM2Teacher(nn.Module):
             Predictions with mask_logits [B, K, h, w] (SAM2's low-resolution masks, h = w =
             segmenter_size / 4, covering the whole image), class_logits [B, K, C+1] (see the
             module doc) and embeddings [B, D, h', w'] with unit ℓ2 norm (h' = w' =
-            segmenter_size / 16), K = num_boxes.
+            segmenter_size / 16) and boxes [B, K, 4] (normalised cx, cy, w, h), K = num_boxes.
         """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W], got shape {tuple(images.shape)}")
@@ -332,10 +334,10 @@ class GroundedSAM2Teacher(nn.Module):
         scores, boxes = torch.cat(scores, dim=1), torch.cat(boxes, dim=1)  # [B, chunks · Q, ·]
         top = scores.detach().max(dim=-1).values.topk(self.num_boxes, dim=1).indices  # [B, K]
         scores = scores.gather(1, top.unsqueeze(-1).expand(-1, -1, scores.shape[-1]))
-        boxes = boxes.detach().gather(1, top.unsqueeze(-1).expand(-1, -1, 4))
+        boxes = boxes.gather(1, top.unsqueeze(-1).expand(-1, -1, 4))  # [B, K, 4] cx, cy, w, h
 
         features = self._segmenter_features(images)
-        corners = boxes_to_corners(boxes, self.segmenter_size)
+        corners = boxes_to_corners(boxes.detach(), self.segmenter_size)
         chunks = corners.split(max(1, self.mask_chunk // batch), dim=1)
         # One chunk is one call: checkpointing it would recompute all K boxes' activations.
         checkpointed = torch.is_grad_enabled() and len(chunks) > 1
@@ -344,6 +346,7 @@ class GroundedSAM2Teacher(nn.Module):
             mask_logits=torch.cat(masks, dim=1),
             class_logits=class_logits_from_scores(scores),
             embeddings=self.head(features[-1]),
+            boxes=boxes,
         )
 
     def embed(self, images: Tensor) -> Tensor:

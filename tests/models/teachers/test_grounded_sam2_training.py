@@ -71,6 +71,8 @@ def test_one_step_of_the_objective_changes_only_trainable_parameters(
     frozen = {n for n, p in teacher.named_parameters() if not p.requires_grad}
     assert frozen and not changed & frozen
     assert {part_of(name) for name in changed} == set(DEFAULT_TRAINABLE)
+    # the box L1 + GIoU reach the detector's box regression
+    assert any("bbox_embed" in name for name in changed), sorted(changed)
 
 
 def test_pseudo_labels_of_synthetic_images(tiny_detector_dir, tiny_segmenter_dir, tmp_path):
