@@ -91,7 +91,8 @@ class TeacherSource:
     entries "dataset class=model label" where the names differ); student_family reads
     `checkpoint`. A `checkpoint` given with another kind is a castseg checkpoint of that teacher
     (e.g. an adapted one) and replaces the hub weights. `trainable` names the parts stage 1 trains
-    (null: the teacher's default: decoders, heads and projection head; large encoders frozen).
+    (null: the teacher's default: decoders, heads, necks and projection head; large encoders
+    frozen).
     """
 
     kind: MemberKind = "grounded_sam2"
@@ -155,6 +156,9 @@ class LossConfig:
     class_weight: float = _checked(2.0, _NON_NEGATIVE)
     mask_weight: float = _checked(5.0, _NON_NEGATIVE)
     dice_weight: float = _checked(5.0, _NON_NEGATIVE)
+    # box L1 and GIoU of the teacher's detector (GroundedSAM2 only; Grounding DINO's 5 and 2)
+    box_weight: float = _checked(5.0, _NON_NEGATIVE)
+    giou_weight: float = _checked(2.0, _NON_NEGATIVE)
     no_object_weight: float = _checked(0.1, _NON_NEGATIVE)
     num_points: int = _checked(12544, _POSITIVE)  # sampled points per mask loss
     lambda_semi: float = _checked(1.0, _NON_NEGATIVE)

@@ -59,10 +59,13 @@ class Predictions(LayerPredictions):
 
     embeddings: [B, D, h', w'] pixel embeddings for the contrastive loss (None when the model has
     no projection head). aux: predictions of the earlier decoder layers, first to last.
+    boxes: [B, K, 4] the queries' boxes, normalised (cx, cy, w, h) of the image, for models that
+    regress boxes (the GroundedSAM2 teacher's detector); the set criterion adds box losses.
     """
 
     embeddings: Tensor | None = None
     aux: list[LayerPredictions] = field(default_factory=list)
+    boxes: Tensor | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -72,6 +75,11 @@ class Predictions(LayerPredictions):
             raise ValueError(
                 "embeddings must be [B, D, h', w'] with the same B as mask_logits "
                 f"{tuple(self.mask_logits.shape)}, got {tuple(self.embeddings.shape)}"
+            )
+        if self.boxes is not None and self.boxes.shape != (*self.mask_logits.shape[:2], 4):
+            raise ValueError(
+                f"boxes must be [B, K, 4] with B, K of mask_logits {tuple(self.mask_logits.shape)}"
+                f", got {tuple(self.boxes.shape)}"
             )
 
     def layers(self) -> list[LayerPredictions]:
@@ -90,6 +98,7 @@ class Predictions(LayerPredictions):
                 )
                 for a in self.aux
             ],
+            None if self.boxes is None else self.boxes.narrow(0, start, length),
         )
 
     def detach(self) -> Predictions:
@@ -98,6 +107,7 @@ class Predictions(LayerPredictions):
             self.class_logits.detach(),
             None if self.embeddings is None else self.embeddings.detach(),
             [LayerPredictions(a.mask_logits.detach(), a.class_logits.detach()) for a in self.aux],
+            None if self.boxes is None else self.boxes.detach(),
         )
 
 

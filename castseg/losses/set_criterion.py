@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from castseg.losses.boxes import box_losses, mask_boxes
 from castseg.losses.matcher import HungarianMatcher
 from castseg.losses.point_sampling import point_sample, sample_uncertain_points, valid_point_weights
 from castseg.structures import Instances, LayerPredictions, Predictions
@@ -21,6 +22,9 @@ class SetCriterion(nn.Module):
     Returns unweighted terms "loss_class", "loss_mask", "loss_dice" for the final layer and the
     same keys suffixed "_i" for auxiliary layer i. Mask and dice are computed on importance-sampled
     points of each matched pair and averaged over the number of target instances in the batch.
+    When the predictions carry `boxes`, the final layer adds "loss_bbox" (L1) and "loss_giou"
+    (1 − GIoU) of the matched pairs against the target masks' boxes (`losses.boxes`), averaged
+    the same way; the matching itself stays on class and mask costs.
     """
 
     def __init__(
@@ -62,8 +66,25 @@ class SetCriterion(nn.Module):
         for i, layer in enumerate(pred.aux):
             layer_losses = self.layer_losses(layer, targets, num_instances, generator)
             losses.update({f"{k}_{i}": v for k, v in layer_losses.items()})
-        losses.update(self.layer_losses(pred, targets, num_instances, generator))
+        final = LayerPredictions(pred.mask_logits, pred.class_logits)
+        indices = self.match(final, targets, generator)
+        losses.update(self.layer_losses(final, targets, num_instances, generator, indices))
+        if pred.boxes is not None:
+            target_boxes = [mask_boxes(t.masks) for t in targets]
+            l1, giou = box_losses(pred.boxes, target_boxes, indices, num_instances)
+            losses.update({"loss_bbox": l1, "loss_giou": giou})
         return losses
+
+    def match(
+        self,
+        layer: LayerPredictions,
+        targets: list[Instances],
+        generator: torch.Generator | None = None,
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Matched (query, target) indices per image, ordered by target (so point draws do not
+        depend on the order of the queries)."""
+        indices = self.matcher(layer, targets, generator)
+        return [(p[t.argsort()], t.sort().values) for p, t in indices]
 
     def layer_losses(
         self,
@@ -71,11 +92,12 @@ class SetCriterion(nn.Module):
         targets: list[Instances],
         num_instances: int,
         generator: torch.Generator | None = None,
+        indices: list[tuple[Tensor, Tensor]] | None = None,
     ) -> dict[str, Tensor]:
-        """Match one decoder layer to the targets and return its three loss terms."""
-        indices = self.matcher(layer, targets, generator)
-        # Order pairs by target so point draws do not depend on the order of the queries.
-        indices = [(p[t.argsort()], t.sort().values) for p, t in indices]
+        """Match one decoder layer to the targets (unless `indices` are given) and return its
+        three loss terms."""
+        if indices is None:
+            indices = self.match(layer, targets, generator)
         loss_mask, loss_dice = self.mask_losses(layer, targets, indices, num_instances, generator)
         return {
             "loss_class": self.class_loss(layer, targets, indices),

@@ -4,7 +4,9 @@
 
 L_sup and L_semi are the set loss of the criterion's unweighted terms, each weighted by the
 config's class / mask / dice weights (Table 8: class 2, mask 5, dice 5) and summed over the final
-and the auxiliary decoder layers, as Mask2Former does.
+and the auxiliary decoder layers, as Mask2Former does. For a model that regresses boxes (the
+GroundedSAM2 teacher) the final layer's box terms join them with the box / GIoU weights
+(Grounding DINO's fine-tuning: L1 5, GIoU 2).
 """
 
 from __future__ import annotations
@@ -25,16 +27,20 @@ class StageWeights:
 
 
 def set_loss(terms: dict[str, Tensor], weights: LossConfig) -> Tensor:
-    """Σ_layers (w_class · loss_class + w_mask · loss_mask + w_dice · loss_dice).
+    """Σ_layers (w_class · loss_class + w_mask · loss_mask + w_dice · loss_dice)
+    + w_box · loss_bbox + w_giou · loss_giou.
 
     Args:
         terms: the criterion's output: "loss_class", "loss_mask", "loss_dice" and the same with
-            a "_<layer>" suffix for auxiliary layers.
+            a "_<layer>" suffix for auxiliary layers; "loss_bbox" and "loss_giou" for models
+            with boxes.
     """
     per_kind = {
         "loss_class": weights.class_weight,
         "loss_mask": weights.mask_weight,
         "loss_dice": weights.dice_weight,
+        "loss_bbox": weights.box_weight,
+        "loss_giou": weights.giou_weight,
     }
     total = None
     for key, value in terms.items():

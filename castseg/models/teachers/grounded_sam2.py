@@ -13,9 +13,31 @@ over the C classes plus no-object (`class_logits_from_scores`):
     p(no object) = 1 − max_c s_c            p(c) = max_c s_c · s_c / Σ_j s_j
 
 so 1 − p(no object) is the detector's own box score and a query whose class scores are all near
-0 is almost surely no object. Masks are differentiable through SAM2's mask decoder, class logits
-through the detector's decoder and class head; the boxes prompting SAM2 are detached, so the box
-regression head gets no gradient from the objective. There are no auxiliary layers.
+0 is almost surely no object. Masks are differentiable through SAM2's mask decoder and FPN neck,
+class logits through the detector's decoder and class head (MM-Grounding-DINO's contrastive class
+head is a scaled dot product of query and text features plus one learned bias: its only
+parameter). The boxes prompting SAM2 are detached; the K boxes are also returned
+(`Predictions.boxes`), so the set criterion's box L1 and GIoU against the targets' mask boxes
+train the detector's box regression, as Grounding DINO is fine-tuned. There are no auxiliary
+layers.
+
+One mask path for training, pseudo-labelling and evaluation: SAM2's mask token 0 (the single-mask
+output for a box prompt). SAM2.1's `dynamic_multimask_via_stability` is switched off: it would
+swap, in eval mode only, an unstable token-0 mask for one of tokens 1–3 chosen by the IoU head,
+and neither those tokens nor the IoU head are trained by the objective.
+
+L_pxl reaches the masks: the embeddings are a projection head on SAM2's FPN neck output (the
+stride-16 map the mask decoder attends to), and the neck is trainable by default
+(`segmenter_neck`, 1×1 and top-down convolutions, 0.6M parameters in SAM2.1-L), so the
+contrastive gradient changes the features every mask is decoded from. The Hiera trunk stays
+frozen: the neck's backward needs only its inputs, not the trunk's activations
+(`benchmarks/bench_teacher_memory.py`).
+
+Memory: SAM2's mask decoder repeats the image embeddings, their positional embedding and both
+high-resolution maps once per box. The boxes are decoded in chunks of about `mask_chunk`
+(image, box) pairs, the batch's images together; with grad enabled each chunk runs under
+activation checkpointing, so a training step keeps one chunk's decoder activations at a time
+instead of B · K boxes' worth. The result is the same computation.
 
 Build from pretrained weights with `GroundedSAM2Teacher.from_pretrained`; rebuild a saved one with
 `build_grounded_sam2(**config_without_architecture)` followed by `load_state_dict`.
@@ -23,12 +45,14 @@ Build from pretrained weights with `GroundedSAM2Teacher.from_pretrained`; rebuil
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from transformers import (
     AutoTokenizer,
     MMGroundingDinoConfig,
@@ -48,15 +72,16 @@ from castseg.models.teachers.grounded_sam2_parts import (
 )
 from castseg.models.teachers.prompts import (
     ClassPrompts,
+    chunk_class_prompts,
     class_scores_from_token_logits,
     resolve_prompts,
-    tokenize_class_prompts,
 )
 from castseg.models.teachers.sam2_size import sam2_config_for_size, sam2_input_size
 from castseg.models.teachers.sources import (
     check_normalisation,
     load_config,
     load_pretrained,
+    load_segmenter_config,
     processor_normalisation,
     processor_settings,
     resolve_source,
@@ -66,6 +91,7 @@ from castseg.structures import Predictions
 DEFAULT_DETECTOR = "openmmlab-community/mm_grounding_dino_large_all"
 DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-large"
 ARCHITECTURE = "grounded_sam2"
+DEFAULT_MASK_CHUNK = 10  # (image, box) pairs per mask-decoder call (module doc, BENCHMARKS.md)
 _PROBABILITY_FLOOR = 1e-6  # keeps log-probabilities finite
 
 
@@ -95,7 +121,9 @@ class GroundedSAM2Teacher(nn.Module):
     Args:
         detector: MM-Grounding-DINO with its detection heads.
         segmenter: SAM2; its config's image size is its input size.
-        prompts: the classes' tokenised prompt (`tokenize_class_prompts`), kept as buffers.
+        prompts: the classes' tokenised prompt (`tokenize_class_prompts`), or its chunks in
+            class order (`chunk_class_prompts`) when it is longer than the detector's text;
+            kept as buffers.
         num_boxes: K, the detector queries (highest max class score first) SAM2 segments.
         trainable: names of the parts (`grounded_sam2_parts.PARTS`) that train in stage 1;
             None for `DEFAULT_TRAINABLE`. The other parts are frozen and kept in eval mode.
@@ -104,21 +132,26 @@ class GroundedSAM2Teacher(nn.Module):
             keeping the aspect ratio, as its processor does.
         normalisation: {"detector": {"mean", "std"}, "segmenter": {"mean", "std"}} of the
             sub-models' processors, for [0, 1] RGB.
+        mask_chunk: (image, box) pairs SAM2's mask decoder takes per call, at least one box
+            per image (memory, not results).
     """
 
     def __init__(
         self,
         detector: MMGroundingDinoForObjectDetection,
         segmenter: Sam2Model,
-        prompts: ClassPrompts,
+        prompts: ClassPrompts | Sequence[ClassPrompts],
         *,
         num_boxes: int = 100,
         trainable: Sequence[str] | None = None,
         proj_dim: int = 128,
         detector_size: Sequence[int] = (800, 1333),
         normalisation: dict[str, dict[str, list[float]]],
+        mask_chunk: int = DEFAULT_MASK_CHUNK,
     ) -> None:
         super().__init__()
+        if mask_chunk < 1:
+            raise ValueError(f"mask_chunk must be a positive number of boxes, got {mask_chunk}")
         num_queries = detector.config.num_queries
         if not 1 <= num_boxes <= num_queries:
             raise ValueError(
@@ -130,17 +163,24 @@ class GroundedSAM2Teacher(nn.Module):
                 "detector_size must be (shortest edge, longest edge) with 0 < shortest <= "
                 f"longest, got {tuple(detector_size)}"
             )
-        if prompts.num_tokens > detector.config.max_text_len:
+        chunks = [prompts] if isinstance(prompts, ClassPrompts) else list(prompts)
+        longest = max(chunk.num_tokens for chunk in chunks)
+        if longest > detector.config.max_text_len:
             raise ValueError(
-                f"the prompt has {prompts.num_tokens} tokens, more than the detector's "
+                f"a prompt has {longest} tokens, more than the detector's "
                 f"{detector.config.max_text_len}"
             )
         self.detector = detector
+        # Token 0 in train and eval mode alike (see the module doc); the config records it.
+        segmenter.config.mask_decoder_config.dynamic_multimask_via_stability = False
+        segmenter.mask_decoder.dynamic_multimask_via_stability = False
         self.segmenter = segmenter
+        self.mask_chunk = int(mask_chunk)
         hidden = segmenter.config.vision_config.fpn_hidden_size
         self.head = ProjectionHead(hidden, hidden, proj_dim)
-        self.class_names = prompts.class_names
-        self.prompts = prompts.prompts
+        self.class_names = tuple(name for chunk in chunks for name in chunk.class_names)
+        self.prompts = tuple(prompt for chunk in chunks for prompt in chunk.prompts)
+        self.prompt_chunks = [len(chunk.class_names) for chunk in chunks]
         self.num_boxes = num_boxes
         self.proj_dim = proj_dim
         self.detector_size = (int(detector_size[0]), int(detector_size[1]))
@@ -154,9 +194,23 @@ class GroundedSAM2Teacher(nn.Module):
             self.register_buffer(
                 f"{role}_std", torch.tensor(stats["std"]).view(1, 3, 1, 1), persistent=False
             )
-        self.register_buffer("input_ids", prompts.input_ids.clone().view(1, -1))
-        self.register_buffer("attention_mask", prompts.attention_mask.clone().view(1, -1))
-        self.register_buffer("token_classes", prompts.token_classes.clone())
+        # One text per chunk, padded to the longest (attention mask 0, as the processor pads);
+        # token_classes[c] marks class c's tokens in its chunk's text, class_chunk[c] the chunk.
+        input_ids = torch.zeros(len(chunks), longest, dtype=torch.long)
+        attention_mask = torch.zeros(len(chunks), longest, dtype=torch.long)
+        token_classes = torch.zeros(len(self.class_names), longest, dtype=torch.bool)
+        class_chunk, first = [], 0
+        for index, chunk in enumerate(chunks):
+            input_ids[index, : chunk.num_tokens] = chunk.input_ids
+            attention_mask[index, : chunk.num_tokens] = chunk.attention_mask
+            size = len(chunk.class_names)
+            token_classes[first : first + size, : chunk.num_tokens] = chunk.token_classes
+            class_chunk += [index] * size
+            first += size
+        self.register_buffer("input_ids", input_ids)
+        self.register_buffer("attention_mask", attention_mask)
+        self.register_buffer("token_classes", token_classes)
+        self.register_buffer("class_chunk", torch.tensor(class_chunk), persistent=False)
         self.trainable = check_parts(DEFAULT_TRAINABLE if trainable is None else trainable)
         for part, parameters in parameters_by_part(self).items():
             for parameter in parameters:
@@ -176,6 +230,7 @@ class GroundedSAM2Teacher(nn.Module):
         proj_dim: int = 128,
         detector_size: Sequence[int] | None = None,
         segmenter_size: int | None = None,
+        mask_chunk: int = DEFAULT_MASK_CHUNK,
     ) -> GroundedSAM2Teacher:
         """Load both models, their processors' settings and the detector's tokenizer.
 
@@ -183,14 +238,15 @@ class GroundedSAM2Teacher(nn.Module):
             detector: hub id or local directory of an MM-Grounding-DINO model with its
                 processor (tokenizer and image processor), e.g. `DEFAULT_DETECTOR`.
             segmenter: hub id or local directory of a SAM2 model with its image processor,
-                e.g. `DEFAULT_SEGMENTER`.
+                e.g. `DEFAULT_SEGMENTER`; a SAM2 video checkpoint (the published layout) loads
+                its image model (`sources.load_segmenter_config`).
             class_names: the dataset's category names in class-index order.
             prompts: per-class prompt overrides in class order; None uses the class names.
             detector_size: (shortest edge, longest edge); None for the processor's.
             segmenter_size: SAM2's square input size; None for the model's own (1024 for the
                 released models). Another size rescales SAM2's feature maps (a multiple of 32
                 for the Hiera models).
-            num_boxes, trainable, proj_dim: as in the constructor.
+            num_boxes, trainable, proj_dim, mask_chunk: as in the constructor.
 
         Raises FileNotFoundError / ValueError naming the path for a missing directory or one
         that holds no (or the wrong kind of) model; OSError naming the source when transformers
@@ -199,7 +255,7 @@ class GroundedSAM2Teacher(nn.Module):
         detector_source = resolve_source(detector, "detector")
         segmenter_source = resolve_source(segmenter, "segmenter")
         detector_config = load_config(detector_source, "detector", MMGroundingDinoConfig)
-        segmenter_config = load_config(segmenter_source, "segmenter", Sam2Config)
+        segmenter_config = load_segmenter_config(segmenter_source)
         if segmenter_size is not None:
             segmenter_config = sam2_config_for_size(segmenter_config, segmenter_size)
 
@@ -220,7 +276,7 @@ class GroundedSAM2Teacher(nn.Module):
                     f"shortest_edge / longest_edge size ({size}); pass detector_size"
                 )
             detector_size = (size["shortest_edge"], size["longest_edge"])
-        class_prompts = tokenize_class_prompts(
+        class_prompts = chunk_class_prompts(
             tokenizer, class_names, prompts, max_tokens=detector_config.max_text_len
         )
         return cls(
@@ -233,6 +289,7 @@ class GroundedSAM2Teacher(nn.Module):
             trainable=trainable,
             proj_dim=proj_dim,
             detector_size=detector_size,
+            mask_chunk=mask_chunk,
             normalisation={
                 "detector": processor_normalisation(detector_settings, detector_source, "detector"),
                 "segmenter": processor_normalisation(
@@ -255,44 +312,83 @@ class GroundedSAM2Teacher(nn.Module):
             Predictions with mask_logits [B, K, h, w] (SAM2's low-resolution masks, h = w =
             segmenter_size / 4, covering the whole image), class_logits [B, K, C+1] (see the
             module doc) and embeddings [B, D, h', w'] with unit ℓ2 norm (h' = w' =
-            segmenter_size / 16), K = num_boxes.
+            segmenter_size / 16) and boxes [B, K, 4] (normalised cx, cy, w, h), K = num_boxes.
         """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W], got shape {tuple(images.shape)}")
         batch = images.shape[0]
         height, width = int(images.shape[2]), int(images.shape[3])
         detector_hw = get_size_with_aspect_ratio((height, width), *self.detector_size)
-        detected = self.detector(
-            pixel_values=self._resized(images, detector_hw, "detector"),
-            input_ids=self.input_ids.expand(batch, -1),
-            attention_mask=self.attention_mask.expand(batch, -1),
-        )
-        scores = class_scores_from_token_logits(detected.logits, self.token_classes)  # [B, Q, C]
+        pixels = self._resized(images, detector_hw, "detector")
+        # One detector run per prompt chunk; its queries score only the chunk's classes.
+        scores, boxes = [], []
+        for index in range(self.input_ids.shape[0]):
+            detected = self.detector(
+                pixel_values=pixels,
+                input_ids=self.input_ids[index : index + 1].expand(batch, -1),
+                attention_mask=self.attention_mask[index : index + 1].expand(batch, -1),
+            )
+            in_chunk = self.token_classes & (self.class_chunk == index).unsqueeze(1)
+            scores.append(class_scores_from_token_logits(detected.logits, in_chunk))
+            boxes.append(detected.pred_boxes)
+        scores, boxes = torch.cat(scores, dim=1), torch.cat(boxes, dim=1)  # [B, chunks · Q, ·]
         top = scores.detach().max(dim=-1).values.topk(self.num_boxes, dim=1).indices  # [B, K]
         scores = scores.gather(1, top.unsqueeze(-1).expand(-1, -1, scores.shape[-1]))
-        boxes = detected.pred_boxes.detach().gather(1, top.unsqueeze(-1).expand(-1, -1, 4))
+        boxes = boxes.gather(1, top.unsqueeze(-1).expand(-1, -1, 4))  # [B, K, 4] cx, cy, w, h
 
-        size = self.segmenter_size
-        segmented = self.segmenter(
-            pixel_values=self._resized(images, (size, size), "segmenter"),
-            input_boxes=boxes_to_corners(boxes, size),
-            multimask_output=False,
-        )
+        features = self._segmenter_features(images)
+        corners = boxes_to_corners(boxes.detach(), self.segmenter_size)
+        chunks = corners.split(max(1, self.mask_chunk // batch), dim=1)
+        # One chunk is one call: checkpointing it would recompute all K boxes' activations.
+        checkpointed = torch.is_grad_enabled() and len(chunks) > 1
+        masks = [self._decode(*features, part, checkpointed) for part in chunks]
         return Predictions(
-            mask_logits=segmented.pred_masks[:, :, 0],
+            mask_logits=torch.cat(masks, dim=1),
             class_logits=class_logits_from_scores(scores),
-            embeddings=self.head(segmented.image_embeddings[-1]),
+            embeddings=self.head(features[-1]),
+            boxes=boxes,
         )
 
     def embed(self, images: Tensor) -> Tensor:
         """The `embeddings` of `forward(images)` alone: SAM2's image encoder and the projection
         head, without the detector and the mask decoder (what L_pxl needs of the strong view)."""
+        return self.head(self._segmenter_features(images)[-1])
+
+    def _segmenter_features(self, images: Tensor) -> list[Tensor]:
+        """SAM2's three feature maps [B, C, h, w] (strides 4, 8, 16) as `Sam2Model.forward`
+        builds them: the stride-4 and -8 maps projected for the mask decoder, the no-memory
+        embedding added to the stride-16 one."""
         size = self.segmenter_size
         pixels = self._resized(images, (size, size), "segmenter")
-        features = self.segmenter.get_image_features(pixels, return_dict=True).fpn_hidden_states
-        last = features[-1] + self.segmenter.no_memory_embedding  # as Sam2Model.forward does
-        height, width = self.segmenter.backbone_feature_sizes[-1]
-        return self.head(last.permute(1, 2, 0).reshape(images.shape[0], -1, height, width))
+        maps = list(self.segmenter.get_image_features(pixels, return_dict=True).fpn_hidden_states)
+        maps[-1] = maps[-1] + self.segmenter.no_memory_embedding
+        return [
+            feature.permute(1, 2, 0).reshape(images.shape[0], -1, height, width)
+            for feature, (height, width) in zip(
+                maps, self.segmenter.backbone_feature_sizes, strict=True
+            )
+        ]
+
+    def _decode(
+        self, stride4: Tensor, stride8: Tensor, stride16: Tensor, boxes: Tensor, checkpointed: bool
+    ) -> Tensor:
+        """Mask logits [B, k, h, w] of SAM2's mask token 0 for boxes [B, k, 4] (pixels), under
+        activation checkpointing if `checkpointed`."""
+        if checkpointed:
+            return checkpoint(
+                self._decode_boxes, stride4, stride8, stride16, boxes, use_reentrant=False
+            )
+        return self._decode_boxes(stride4, stride8, stride16, boxes)
+
+    def _decode_boxes(
+        self, stride4: Tensor, stride8: Tensor, stride16: Tensor, boxes: Tensor
+    ) -> Tensor:
+        segmented = self.segmenter(
+            image_embeddings=[stride4, stride8, stride16],
+            input_boxes=boxes,
+            multimask_output=False,
+        )
+        return segmented.pred_masks[:, :, 0]
 
     def _resized(self, images: Tensor, size: tuple[int, int], role: str) -> Tensor:
         """`images` resized to `size` (bilinear, antialiased) and normalised for `role`."""
@@ -309,6 +405,9 @@ class GroundedSAM2Teacher(nn.Module):
             if part not in self.trainable:
                 for module in part_modules(self, part):
                     module.eval()
+        for part in self.trainable:  # a trainable part inside a frozen one (the SAM2 neck)
+            for module in part_modules(self, part):
+                module.train(mode)
         return self
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -340,7 +439,9 @@ class GroundedSAM2Teacher(nn.Module):
             "num_boxes": self.num_boxes,
             "trainable": list(self.trainable),
             "proj_dim": self.proj_dim,
+            "mask_chunk": self.mask_chunk,
             "text_length": int(self.input_ids.shape[1]),
+            "prompt_chunks": list(self.prompt_chunks),
             "normalisation": {role: dict(stats) for role, stats in self.normalisation.items()},
         }
 
@@ -359,8 +460,12 @@ def build_grounded_sam2(
     proj_dim: int,
     text_length: int,
     normalisation: dict[str, dict[str, list[float]]],
+    mask_chunk: int = DEFAULT_MASK_CHUNK,
+    prompt_chunks: Sequence[int] | None = None,
 ) -> GroundedSAM2Teacher:
     """A teacher with random weights and zero prompt tokens, from `config_dict()` data.
+
+    prompt_chunks: the number of classes of each prompt chunk, in order; None for one chunk.
 
     Load the saved state_dict afterwards: it holds the weights and the prompt's tokens.
     """
@@ -371,14 +476,23 @@ def build_grounded_sam2(
     if text_length < 1:
         raise ValueError(f"text_length must be a positive token count, got {text_length}")
     resolved = resolve_prompts(class_names, prompts)
+    sizes = [num_classes] if prompt_chunks is None else [int(n) for n in prompt_chunks]
+    if sum(sizes) != num_classes or min(sizes) < 1:
+        raise ValueError(f"prompt_chunks {sizes} must split the {num_classes} classes")
+    bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+    chunks = [
+        ClassPrompts.empty(class_names[a:b], resolved[a:b], text_length)
+        for a, b in itertools.pairwise(bounds)
+    ]
     segmenter = Sam2Config.from_dict(segmenter_config)
     return GroundedSAM2Teacher(
         MMGroundingDinoForObjectDetection(MMGroundingDinoConfig.from_dict(detector_config)),
         Sam2Model(sam2_config_for_size(segmenter, segmenter_size)),
-        ClassPrompts.empty(class_names, resolved, text_length),
+        chunks,
         num_boxes=num_boxes,
         trainable=trainable,
         proj_dim=proj_dim,
         detector_size=detector_size,
         normalisation=normalisation,
+        mask_chunk=mask_chunk,
     )

@@ -35,14 +35,18 @@ PARTS: dict[str, tuple[str, ...]] = {
         "detector.model.decoder.bbox_embed",
     ),
     "segmenter_image_encoder": ("segmenter.vision_encoder", "segmenter.no_memory_embedding"),
+    # the FPN neck on the Hiera trunk: the features the masks and the embeddings share
+    "segmenter_neck": ("segmenter.vision_encoder.neck",),
     "segmenter_prompt_encoder": ("segmenter.prompt_encoder", "segmenter.shared_image_embedding"),
     "segmenter_mask_decoder": ("segmenter.mask_decoder",),
     "projection_head": ("head",),
 }
-# Stage 1 default: decoders, heads and the projection head; the large encoders stay frozen.
+# Stage 1 default: decoders, heads, SAM2's FPN neck (so L_pxl adapts the features the masks are
+# decoded from) and the projection head; the large encoders stay frozen.
 DEFAULT_TRAINABLE = (
     "detector_decoder",
     "detector_heads",
+    "segmenter_neck",
     "segmenter_mask_decoder",
     "projection_head",
 )

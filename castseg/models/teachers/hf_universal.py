@@ -6,7 +6,10 @@
 - images [B, 3, H, W] in [0, 1] are normalised with the model's image-processor statistics
   (read when loading, kept in `config_dict`), resized with their aspect ratio kept to fit
   `input_size` and padded bottom/right with the mean colour, as the processors do; the outputs
-  are cropped back to the image's part of the canvas, so they stay aligned with the image grid;
+  are cropped back to the image's part of the canvas, so they stay aligned with the image grid.
+  Without `input_size`, a Mask2Former image is resized as its processor's `size` says
+  ({"shortest_edge", "longest_edge"}: aspect ratio kept; {"height", "width"}: that size), so
+  the model sees images at its own test scale;
 - the model's labels are mapped to the dataset's classes (`resolve_label_ids`): class c gets the
   logsumexp of the logits of the model labels mapped to it, and no-object the logsumexp of the
   model's no-object and of every unmapped model label. The softmax over the C+1 mapped logits is
@@ -36,6 +39,7 @@ from transformers import (
     PretrainedConfig,
     PreTrainedModel,
 )
+from transformers.image_transforms import get_size_with_aspect_ratio
 
 from castseg.models.encoder import IMAGENET_MEAN, IMAGENET_STD
 from castseg.models.heads import ProjectionHead
@@ -84,6 +88,31 @@ def unit_range_normalisation(source: str) -> dict[str, list[float]]:
     return {key: [v / (255.0 * rescale) for v in values] for key, values in stats.items()}
 
 
+def processor_resize(source: str) -> dict[str, int] | None:
+    """The `size` of the image processor saved with `source` when it resizes; None without a
+    processor config or with do_resize false."""
+    try:
+        settings = processor_settings(source, "model")
+    except OSError:
+        return None
+    if not settings.get("do_resize", True) or not settings.get("size"):
+        return None
+    return _checked_resize(settings["size"], f"the image processor of {source!r}")
+
+
+def _checked_resize(size: Mapping[str, int], where: str = "resize") -> dict[str, int]:
+    """`size` as {"shortest_edge"[, "longest_edge"]} or {"height", "width"}, else ValueError."""
+    keys = set(size)
+    if keys not in ({"shortest_edge"}, {"shortest_edge", "longest_edge"}, {"height", "width"}):
+        raise ValueError(
+            f"{where}: size must have shortest_edge (and longest_edge) or height and width, "
+            f"got {dict(size)}"
+        )
+    if min(int(v) for v in size.values()) < 1:
+        raise ValueError(f"{where}: size must be positive, got {dict(size)}")
+    return {key: int(value) for key, value in size.items()}
+
+
 def _crop(tensor: Tensor, valid: tuple[float, float]) -> Tensor:
     """The top-left `valid` fraction (of height, width) of [..., h, w], rounded up."""
     h = math.ceil(tensor.shape[-2] * valid[0] - 1e-6)
@@ -98,12 +127,15 @@ class HFUniversalTeacher(nn.Module):
         model: a Mask2Former or EoMT `...ForUniversalSegmentation`.
         class_names: the dataset's C class names, in class-index order.
         label_ids: [C] lists of model label ids per class (`resolve_label_ids`).
-        input_size: (H, W) canvas the image is fitted into; None keeps the image size
-            (Mask2Former) or uses the model's fixed `image_size` (EoMT, which allows no other).
+        input_size: (H, W) canvas the image is fitted into; None resizes as `resize` says, or
+            keeps the image size without one (Mask2Former), or uses the model's fixed
+            `image_size` (EoMT, which allows no other).
         trainable: parts whose parameters train (see `parts`); None: all but "backbone".
         proj_dim: D, the embedding dimension of the projection head.
         normalisation: {"mean", "std"} in [0, 1] pixel units (`unit_range_normalisation`);
             None: the ImageNet statistics.
+        resize: the image processor's `size` ({"shortest_edge", "longest_edge"} or {"height",
+            "width"}), used by Mask2Former when `input_size` is None.
     """
 
     def __init__(
@@ -116,6 +148,7 @@ class HFUniversalTeacher(nn.Module):
         trainable: Sequence[str] | None = None,
         proj_dim: int = 128,
         normalisation: Mapping[str, Sequence[float]] | None = None,
+        resize: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         config = model.config
@@ -143,6 +176,7 @@ class HFUniversalTeacher(nn.Module):
             "assignment", label_assignment(self.label_ids, config.num_labels), persistent=False
         )
         self.input_size, self.size_divisor = self._input_geometry(input_size)
+        self.resize = None if resize is None else _checked_resize(resize)
         normalisation = normalisation or {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
         check_normalisation(dict(normalisation), "HFUniversalTeacher")
         self.normalisation = {k: [float(v) for v in normalisation[k]] for k in ("mean", "std")}
@@ -242,9 +276,18 @@ class HFUniversalTeacher(nn.Module):
         """Normalised, fitted and padded pixels [B, 3, H', W'] and the image's share of H', W'."""
         height, width = images.shape[-2:]
         pixels = (images - self.pixel_mean) / self.pixel_std
-        canvas = (height, width) if self.input_size is None else self.input_size
-        scale = min(canvas[0] / height, canvas[1] / width)
-        fitted = (max(1, round(height * scale)), max(1, round(width * scale)))
+        if self.input_size is not None:
+            canvas = self.input_size
+            scale = min(canvas[0] / height, canvas[1] / width)
+            fitted = (max(1, round(height * scale)), max(1, round(width * scale)))
+        elif self.resize is not None and "height" in self.resize:
+            canvas = fitted = (self.resize["height"], self.resize["width"])
+        elif self.resize is not None:
+            canvas = fitted = get_size_with_aspect_ratio(
+                (height, width), self.resize["shortest_edge"], self.resize.get("longest_edge")
+            )
+        else:
+            canvas = fitted = (height, width)
         if fitted != (height, width):
             pixels = F.interpolate(
                 pixels, size=fitted, mode="bilinear", align_corners=False, antialias=True
@@ -306,6 +349,7 @@ class HFUniversalTeacher(nn.Module):
             "trainable": list(self.trainable),
             "proj_dim": self.proj_dim,
             "normalisation": {k: list(v) for k, v in self.normalisation.items()},
+            "resize": None if self.resize is None else dict(self.resize),
         }
 
     @classmethod
@@ -346,6 +390,7 @@ class HFUniversalTeacher(nn.Module):
             trainable=trainable,
             proj_dim=proj_dim,
             normalisation=unit_range_normalisation(source),
+            resize=processor_resize(source) if config.model_type == "mask2former" else None,
         )
 
 
@@ -360,6 +405,7 @@ def build_hf_universal(
     trainable: Sequence[str] | None = None,
     proj_dim: int = 128,
     normalisation: Mapping[str, Sequence[float]] | None = None,
+    resize: Mapping[str, int] | None = None,
 ) -> HFUniversalTeacher:
     """Rebuild an `HFUniversalTeacher` from its `config_dict()` with random weights (no hub)."""
     if model_type not in MODEL_TYPES:
@@ -376,4 +422,5 @@ def build_hf_universal(
         trainable=trainable,
         proj_dim=proj_dim,
         normalisation=normalisation,
+        resize=resize,
     )

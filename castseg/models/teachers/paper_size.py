@@ -30,6 +30,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from castseg.models.teachers.grounded_sam2 import GroundedSAM2Teacher
 from castseg.models.teachers.prompts import ClassPrompts, resolve_prompts
+from castseg.models.teachers.sam2_size import sam2_config_for_size
 
 # bert-base-uncased ids of [CLS], [SEP] and "." (the detector's phrase separator)
 _CLS, _SEP, _PERIOD = 101, 102, 1012
@@ -93,19 +94,24 @@ def build_paper_teacher(
     prompts: Sequence[str] | None = None,
     num_boxes: int = 100,
     proj_dim: int = 128,
+    trainable: Sequence[str] | None = None,
+    detector_size: Sequence[int] = (800, 1333),
+    segmenter_size: int = 1024,
 ) -> GroundedSAM2Teacher:
     """The paper's teacher (≈568M parameters) with random weights and a placeholder prompt.
 
-    Inputs as the released processors prepare them: the detector at shortest edge 800 (longest
-    at most 1333), SAM2 at 1024 × 1024, both with the ImageNet mean and std.
+    Inputs as the released processors prepare them by default: the detector at shortest edge
+    800 (longest at most 1333), SAM2 at 1024 × 1024, both with the ImageNet mean and std.
+    Smaller sizes run the same architecture cheaply (`benchmarks/gpu_check.py --dry-run`).
     """
     imagenet = {"mean": list(IMAGENET_DEFAULT_MEAN), "std": list(IMAGENET_DEFAULT_STD)}
     return GroundedSAM2Teacher(
         MMGroundingDinoForObjectDetection(paper_detector_config()),
-        Sam2Model(paper_segmenter_config()),
+        Sam2Model(sam2_config_for_size(paper_segmenter_config(), segmenter_size)),
         placeholder_prompts(class_names, prompts),
         num_boxes=num_boxes,
+        trainable=trainable,
         proj_dim=proj_dim,
-        detector_size=(800, 1333),
+        detector_size=detector_size,
         normalisation={"detector": dict(imagenet), "segmenter": dict(imagenet)},
     )

@@ -8,6 +8,10 @@ per-class score is read from the per-token logits without a tokenizer at run tim
 
 (the mean, as MM-Grounding-DINO's own class-score conversion in mmdetection does, so a class
 named by several word pieces is not favoured over a one-token class).
+
+A prompt longer than the detector's text (256 tokens) is split into chunks of consecutive
+classes, each a text of its own (`chunk_class_prompts`), as MM-Grounding-DINO runs LVIS's 1 203
+classes; the teacher runs the detector once per chunk.
 """
 
 from __future__ import annotations
@@ -179,3 +183,42 @@ def class_scores_from_token_logits(token_logits: Tensor, token_classes: Tensor) 
     weights = token_classes.to(probs.dtype)
     weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1)
     return probs @ weights.T
+
+
+def chunk_class_prompts(
+    tokenizer: PreTrainedTokenizerBase,
+    class_names: Sequence[str],
+    prompts: Sequence[str] | None = None,
+    *,
+    max_tokens: int,
+) -> list[ClassPrompts]:
+    """The classes in order, split into as few consecutive chunks as fit `max_tokens` each.
+
+    One chunk (the whole prompt, `tokenize_class_prompts`) when it fits. Raises ValueError
+    naming a class whose prompt alone is longer than `max_tokens`, and as `resolve_prompts`.
+    """
+    resolved = resolve_prompts(class_names, prompts)
+
+    def length(indices: list[int]) -> int:
+        text = prompt_text([resolved[i] for i in indices])
+        return len(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    chunks: list[list[int]] = [[]]
+    for index in range(len(resolved)):
+        if chunks[-1] and length([*chunks[-1], index]) > max_tokens:
+            chunks.append([])
+        if length([index]) > max_tokens:
+            raise ValueError(
+                f"the prompt {resolved[index]!r} of class {class_names[index]!r} alone is "
+                f"{length([index])} tokens long, more than the detector's {max_tokens}"
+            )
+        chunks[-1].append(index)
+    return [
+        tokenize_class_prompts(
+            tokenizer,
+            [class_names[i] for i in chunk],
+            [resolved[i] for i in chunk],
+            max_tokens=max_tokens,
+        )
+        for chunk in chunks
+    ]

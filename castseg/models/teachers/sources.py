@@ -8,14 +8,17 @@ without instantiating the processor (some need torchvision).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, TypeVar
 
-from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+import torch
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, Sam2Config, Sam2VideoConfig
 from transformers.image_processing_base import ImageProcessingMixin
 
 ModelT = TypeVar("ModelT", bound=PreTrainedModel)
+log = logging.getLogger(__name__)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -58,12 +61,47 @@ def load_config(source: str, role: str, expected: type[PretrainedConfig]) -> Pre
     return config
 
 
+def load_segmenter_config(source: str, role: str = "segmenter") -> Sam2Config:
+    """The SAM2 image-model config at `source`, also from a SAM2 *video* checkpoint.
+
+    The facebook/sam2(.1)-hiera-* repositories publish their transformers weights as
+    `Sam2VideoModel` (model_type "sam2_video"); its image path (Hiera encoder, FPN neck, prompt
+    encoder, mask decoder) is a `Sam2Model`, as transformers' own mask-generation mapping loads
+    it. ValueError naming `source` for any other model type.
+    """
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except OSError as err:
+        raise OSError(f"cannot load the {role} config from {source!r}: {err}") from err
+    if isinstance(config, Sam2VideoConfig):
+        log.info(
+            "the %s %s is a SAM2 video checkpoint: loading its image model; the video memory "
+            "weights (memory attention, memory encoder, object pointers) are not used",
+            role,
+            source,
+        )
+        return Sam2Config.from_dict(config.to_dict())
+    if not isinstance(config, Sam2Config):
+        raise ValueError(
+            f"the {role} {source!r} is a {config.model_type!r} model, expected 'sam2' or "
+            "'sam2_video'"
+        )
+    return config
+
+
 def load_pretrained(
     model_class: type[ModelT], source: str, role: str, config: PretrainedConfig
 ) -> ModelT:
-    """`model_class.from_pretrained(source, config=config)` with errors that name the role."""
+    """`model_class.from_pretrained(source, config=config)` in float32, with errors that name
+    the role.
+
+    float32 whatever dtype the checkpoint was saved in (transformers' "auto" would keep a bf16
+    copy in bf16, which then meets the float32 pixels): the weights are the master copy that
+    the run's precision works from, Lightning's precision plugin autocasting them for
+    "*-mixed" and converting them for "*-true".
+    """
     try:
-        return model_class.from_pretrained(source, config=config)
+        return model_class.from_pretrained(source, config=config, dtype=torch.float32)
     except OSError as err:
         raise OSError(f"cannot load the {role} weights from {source!r}: {err}") from err
 

@@ -1,10 +1,24 @@
-"""Tiny random foundation models saved to local directories, loaded back as a user would.
+"""Tiny random foundation models in local directories laid out like their hub repositories.
 
 `tiny_tokenizer_dir`: a WordPiece vocabulary and BERT tokenizer laid out like bert-base-uncased
 where MM-Grounding-DINO needs it ([CLS] 101, [SEP] 102, "." 1012, "?" 1029: the detector's
-special tokens are these ids). `tiny_detector_dir`: MM-Grounding-DINO (Swin + BERT, d_model 32)
-with its processor. `tiny_segmenter_dir`: SAM2 (Hiera, 64 × 64 input) with its image processor
-settings. Processors use a non-ImageNet mean and std so tests see that they are read.
+special tokens are these ids).
+
+`tiny_detector_dir`: MM-Grounding-DINO (Swin + BERT, d_model 32) laid out like
+openmmlab-community/mm_grounding_dino_large_all: transformers' conversion script for the
+mmdetection checkpoints saves `MMGroundingDinoForObjectDetection` (config.json, model_type
+"mm-grounding-dino") and a `GroundingDinoProcessor` of a GroundingDino image processor
+(preprocessor_config.json, shortest / longest edge) and a `BertTokenizer` (tokenizer_config.json,
+special_tokens_map.json, vocab.txt, ...), which is what `save_pretrained` of both writes here.
+
+`tiny_segmenter_dir`: SAM2 (Hiera, 64 × 64 input) laid out like facebook/sam2.1-hiera-large
+(and facebook/sam2-hiera-large): the transformers weights are a **video** model, config.json
+with model_type "sam2_video" and architectures ["Sam2VideoModel"], memory modules included;
+processor_config.json is `{"point_pad_value": -10, "processor_class": "Sam2VideoProcessor",
+"target_size": 1024}` (target size scaled to 64 here); preprocessor_config.json holds the image
+processor (Sam2ImageProcessorFast: resize to a square, rescale, normalise).
+
+Processors use a non-ImageNet mean and std so tests see that they are read.
 """
 
 from __future__ import annotations
@@ -23,11 +37,11 @@ from transformers import (
     GroundingDinoProcessor,
     MMGroundingDinoConfig,
     MMGroundingDinoForObjectDetection,
-    Sam2Config,
     Sam2HieraDetConfig,
     Sam2MaskDecoderConfig,
-    Sam2Model,
     Sam2PromptEncoderConfig,
+    Sam2VideoConfig,
+    Sam2VideoModel,
     Sam2VisionConfig,
     SwinConfig,
 )
@@ -109,13 +123,8 @@ def tiny_detector_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_d
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_segmenter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random SAM2 (64 × 64 input) with its image processor settings, in a local directory.
-
-    The settings are written as the file Sam2ImageProcessor saves, which needs torchvision.
-    """
-    torch.manual_seed(1)
+def tiny_sam2_parts() -> dict:
+    """The vision, prompt-encoder and mask-decoder configs of the tiny SAM2 (64 × 64 input)."""
     hiera = Sam2HieraDetConfig(
         hidden_size=16,
         embed_dim_per_stage=[16, 32, 64, 128],
@@ -127,24 +136,63 @@ def tiny_segmenter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         image_size=[SEGMENTER_SIZE, SEGMENTER_SIZE],
     )
     features = [[SEGMENTER_SIZE // s, SEGMENTER_SIZE // s] for s in (4, 8, 16)]
-    config = Sam2Config(
-        vision_config=Sam2VisionConfig(
+    return {
+        "vision_config": Sam2VisionConfig(
             backbone_config=hiera,
             backbone_channel_list=[128, 64, 32, 16],
             backbone_feature_sizes=features,
             fpn_hidden_size=32,
         ),
-        prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=32, image_size=SEGMENTER_SIZE),
-        mask_decoder_config=Sam2MaskDecoderConfig(
-            hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32
-        ),
+        "prompt_encoder_config": Sam2PromptEncoderConfig(
+            hidden_size=32, image_size=SEGMENTER_SIZE
+        ).to_dict(),
+        # SAM2.1's mask decoder config: dynamic multimask via stability on, as published
+        "mask_decoder_config": Sam2MaskDecoderConfig(
+            hidden_size=32,
+            mlp_dim=64,
+            num_attention_heads=2,
+            iou_head_hidden_dim=32,
+            dynamic_multimask_via_stability=True,
+        ).to_dict(),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random SAM2 saved as the published `Sam2VideoModel` layout (see the module doc).
+
+    The image processor settings are written as the file Sam2ImageProcessorFast saves (it
+    needs torchvision).
+    """
+    torch.manual_seed(1)
+    config = Sam2VideoConfig(
+        **tiny_sam2_parts(),
+        image_size=SEGMENTER_SIZE,
+        memory_attention_hidden_size=32,
+        memory_attention_feed_forward_hidden_size=64,
+        memory_attention_rope_feat_sizes=[SEGMENTER_SIZE // 16, SEGMENTER_SIZE // 16],
+        memory_encoder_hidden_size=32,
+        memory_encoder_output_channels=16,
+        mask_downsampler_embed_dim=32,
+        memory_fuser_embed_dim=32,
+        memory_fuser_intermediate_dim=64,
     )
-    path = tmp_path_factory.mktemp("tiny_sam2")
-    Sam2Model(config).save_pretrained(path)
+    path = tmp_path_factory.mktemp("tiny_sam2_video")
+    Sam2VideoModel(config).save_pretrained(path)
+    processor = {
+        "point_pad_value": -10,
+        "processor_class": "Sam2VideoProcessor",
+        "target_size": SEGMENTER_SIZE,
+    }
+    (path / "processor_config.json").write_text(json.dumps(processor, indent=2))
     settings = {
-        "image_processor_type": "Sam2ImageProcessor",
+        "image_processor_type": "Sam2ImageProcessorFast",
+        "processor_class": "Sam2VideoProcessor",
+        "do_convert_rgb": True,
         "do_resize": True,
         "size": {"height": SEGMENTER_SIZE, "width": SEGMENTER_SIZE},
+        "mask_size": {"height": SEGMENTER_SIZE // 4, "width": SEGMENTER_SIZE // 4},
+        "resample": 2,
         "do_rescale": True,
         "rescale_factor": 1 / 255,
         "do_normalize": True,

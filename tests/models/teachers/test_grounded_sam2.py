@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, Sam2VideoModel
 
 from castseg.data.coco import CategoryMap
 from castseg.models.registry import build_model
@@ -213,8 +213,28 @@ def test_loading_errors_name_the_source(tiny_detector_dir, tiny_segmenter_dir, t
         load(tmp_path / "missing", tiny_segmenter_dir)
     with pytest.raises(ValueError, match=r"segmenter .* is not a model directory"):
         load(tiny_detector_dir, tmp_path)
-    with pytest.raises(ValueError, match="is a 'sam2' model, expected 'mm-grounding-dino'"):
+    with pytest.raises(ValueError, match="is a 'sam2_video' model, expected 'mm-grounding-dino'"):
         load(tiny_segmenter_dir, tiny_segmenter_dir)
+    with pytest.raises(ValueError, match="is a 'mm-grounding-dino' model, expected 'sam2' or"):
+        load(tiny_detector_dir, tiny_detector_dir)
+
+
+def test_a_published_sam2_video_checkpoint_loads_its_image_model(
+    tiny_detector_dir, tiny_segmenter_dir, caplog
+):
+    # The fixture is laid out like facebook/sam2.1-hiera-large (see conftest).
+    published = json.loads((tiny_segmenter_dir / "config.json").read_text())
+    assert published["model_type"] == "sam2_video"
+    assert published["architectures"] == ["Sam2VideoModel"]
+    with caplog.at_level("INFO", logger="castseg.models.teachers.sources"):
+        teacher = load(tiny_detector_dir, tiny_segmenter_dir)
+    assert "video memory weights" in caplog.text
+    video = Sam2VideoModel.from_pretrained(tiny_segmenter_dir).state_dict()
+    image = teacher.segmenter.state_dict()
+    assert set(image) < set(video)  # the image path only: no memory modules
+    assert any(key.startswith("memory_attention.") for key in set(video) - set(image))
+    for key, value in image.items():
+        assert torch.equal(value, video[key]), key
 
 
 def test_embed_equals_the_forward_embeddings_and_trains_the_head(
@@ -227,3 +247,110 @@ def test_embed_equals_the_forward_embeddings_and_trains_the_head(
     teacher.embed(images).sum().backward()
     assert all(p.grad is not None for p in teacher.head.parameters())
     assert all(p.grad is None for p in teacher.detector.parameters())
+
+
+def test_train_and_eval_mode_give_the_same_masks(tiny_detector_dir, tiny_segmenter_dir):
+    # SAM2.1's dynamic_multimask_via_stability (on in the fixture, as published) would swap
+    # unstable token-0 masks for another token's in eval mode only: pseudo-labels and
+    # evaluation would then see masks that training never produced.
+    teacher = load(tiny_detector_dir, tiny_segmenter_dir)
+    x = images(seed=5)
+    teacher.train()
+    teacher.detector.eval()  # dropout off (the detector's decoder is the part that has dropout)
+    assert teacher.segmenter.mask_decoder.training
+    with torch.no_grad():
+        trained = teacher(x).mask_logits
+        evaluated = teacher.eval()(x).mask_logits
+    assert torch.equal(trained, evaluated)
+
+
+def test_masks_decoded_in_checkpointed_chunks_equal_one_call(tiny_detector_dir, tiny_segmenter_dir):
+    whole = load(tiny_detector_dir, tiny_segmenter_dir, mask_chunk=10)
+    # a batch of 2 images, 4 pairs a call: boxes in chunks of 2, 2, 1
+    chunked = load(tiny_detector_dir, tiny_segmenter_dir, mask_chunk=4)
+    chunked.load_state_dict(whole.state_dict())
+    x = images(seed=6)
+    grads = []
+    for teacher in (whole, chunked):
+        teacher.train()
+        teacher.detector.eval()
+        pred = teacher(x)
+        (
+            pred.mask_logits
+            * torch.linspace(-1, 1, pred.mask_logits.numel()).view_as(pred.mask_logits)
+        ).sum().backward()
+        grads.append(
+            (pred.mask_logits.detach(), teacher.segmenter.mask_decoder.upscale_conv1.weight.grad)
+        )
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+    with pytest.raises(ValueError, match="mask_chunk must be a positive"):
+        load(tiny_detector_dir, tiny_segmenter_dir, mask_chunk=0)
+
+
+def test_a_bf16_checkpoint_loads_in_float32(tiny_detector_dir, tiny_segmenter_dir, tmp_path):
+    # Hub copies are often saved in bf16; a teacher in bf16 would meet float32 pixels.
+    half = tmp_path / "sam2_bf16"
+    Sam2VideoModel.from_pretrained(tiny_segmenter_dir).to(torch.bfloat16).save_pretrained(half)
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        (half / name).write_text((tiny_segmenter_dir / name).read_text())
+    assert json.loads((half / "config.json").read_text())["dtype"] == "bfloat16"
+    teacher = load(tiny_detector_dir, half)
+    assert {p.dtype for p in teacher.parameters()} == {torch.float32}
+    assert torch.isfinite(teacher(images(batch=1)).mask_logits).all()
+
+
+def test_classes_beyond_the_detector_text_run_in_chunks(
+    tiny_detector_dir, tiny_segmenter_dir, tiny_tokenizer_dir
+):
+    # 14 classes whose prompt is 36 tokens, the tiny detector reads 32: two texts, two runs,
+    # the queries of both compete for the top boxes (as MM-Grounding-DINO runs LVIS).
+    prompts = ["person", "rider", "car", "motor", "bi", "traffic", "light", "bus"] + [
+        "person rider",
+        "car bus",
+        "traffic light",
+        "motor bi",
+        "rider car",
+        "bus light",
+    ]
+    names = [p.replace(" ", "_") for p in prompts]
+    teacher = GroundedSAM2Teacher.from_pretrained(
+        str(tiny_detector_dir), str(tiny_segmenter_dir), names, num_boxes=6, proj_dim=8
+    ).eval()
+    assert len(teacher.prompt_chunks) == 2 and sum(teacher.prompt_chunks) == 14
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    x = images(seed=8)
+    with torch.no_grad():
+        pred = teacher(x)
+        pixels = normalised(x, (44, 80), DETECTOR_MEAN, DETECTOR_STD)
+        scores, first = [], 0
+        for size in teacher.prompt_chunks:
+            chunk = prompts[first : first + size]
+            text = tokenizer(". ".join(chunk) + ".", return_offsets_mapping=True)
+            detected = teacher.detector(
+                pixel_values=pixels,
+                input_ids=torch.tensor([text["input_ids"]]).expand(2, -1),
+                attention_mask=torch.ones(2, len(text["input_ids"]), dtype=torch.long),
+            )
+            probs = detected.logits.sigmoid()
+            chunk_scores = torch.zeros(2, probs.shape[1], 14)
+            offset = 0
+            for c, prompt in enumerate(chunk):  # the tokens whose characters lie in the phrase
+                tokens = [
+                    t
+                    for t, (a, b) in enumerate(text["offset_mapping"])
+                    if b > a and offset <= a and b <= offset + len(prompt)
+                ]
+                chunk_scores[..., first + c] = probs[..., tokens].mean(-1)
+                offset += len(prompt) + 2
+            scores.append(chunk_scores)
+            first += size
+        scores = torch.cat(scores, dim=1)  # [2, 2 · 12 queries, 14]
+        top = scores.max(-1).values.topk(6, dim=1).indices
+        expected = class_logits_from_scores(torch.stack([scores[b, top[b]] for b in range(2)]))
+    torch.testing.assert_close(pred.class_logits, expected, atol=1e-5, rtol=1e-4)
+
+    rebuilt = build_model(json.loads(json.dumps(teacher.config_dict())))
+    rebuilt.load_state_dict(teacher.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(x).class_logits, pred.class_logits)

@@ -1,5 +1,9 @@
 """`castseg run` with the GroundedSAM2 teacher, loaded from local folders, on the synthetic world:
-all three stages with tiny iteration counts (the --smoke path of a real VFM experiment)."""
+all three stages with tiny iteration counts (the --smoke path of a real VFM experiment).
+
+The folders are laid out as the published repositories are (see conftest): the segmenter like
+facebook/sam2.1-hiera-large (a `Sam2VideoModel` checkpoint with a `Sam2VideoProcessor`
+processor_config.json), the detector like openmmlab-community/mm_grounding_dino_large_all."""
 
 import yaml
 
@@ -56,6 +60,7 @@ def test_run_adapts_and_distills_a_grounded_sam2_teacher(
 
     adapted = load_checkpoint(out_dir / "teacher_adapted.pt")
     assert isinstance(adapted.model, GroundedSAM2Teacher)
+    assert "segmenter_neck" in adapted.model.trainable
     assert adapted.model.num_classes == 5
     cache = PseudoLabelCache.load(out_dir / "pseudo_labels_teacher_adapted.jsonl")
     assert len(cache.image_ids) == 5  # the 8 images but the 3 labeled ones, once each

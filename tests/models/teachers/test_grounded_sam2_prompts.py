@@ -5,6 +5,7 @@ import torch
 from transformers import AutoTokenizer
 
 from castseg.models.teachers.prompts import (
+    chunk_class_prompts,
     class_scores_from_token_logits,
     default_prompt,
     prompt_text,
@@ -92,3 +93,31 @@ def test_class_scores_are_the_mean_token_probability(tokenizer):
         positions = prompts.token_positions(c)
         expected = torch.stack([logits[..., t].sigmoid() for t in positions]).mean(dim=0)
         torch.testing.assert_close(scores[..., c], expected)
+
+
+# 14 prompts in the tiny vocabulary: "[CLS] … [SEP]" of all of them is 36 tokens, more than the
+# tiny detector's 32.
+MANY = ["person", "rider", "car", "motor", "bi", "traffic", "light", "bus"] + [
+    "person rider",
+    "car bus",
+    "traffic light",
+    "motor bi",
+    "rider car",
+    "bus light",
+]
+
+
+def test_a_long_prompt_is_split_into_chunks_of_consecutive_classes(tokenizer):
+    names = [p.replace(" ", "_") for p in MANY]
+    assert len(tokenizer(prompt_text(MANY))["input_ids"]) == 36
+    chunks = chunk_class_prompts(tokenizer, names, max_tokens=32)
+    assert len(chunks) == 2
+    assert [n for chunk in chunks for n in chunk.class_names] == names
+    for chunk in chunks:
+        assert chunk.input_ids.tolist() == tokenizer(chunk.text)["input_ids"]
+        assert chunk.num_tokens <= 32
+    assert chunk_class_prompts(tokenizer, CLASSES, max_tokens=32)[0].text == prompt_text(
+        ["person", "motorcycle", "traffic light"]
+    )
+    with pytest.raises(ValueError, match="'motorcycle' of class 'motorcycle' alone is 5"):
+        chunk_class_prompts(tokenizer, CLASSES, max_tokens=4)

@@ -1,4 +1,10 @@
-"""HFUniversalTeacher on tiny random Mask2Former and EoMT models saved to local directories."""
+"""HFUniversalTeacher on tiny random Mask2Former and EoMT models saved to local directories.
+
+The Mask2Former folder is laid out like facebook/mask2former-swin-*-instance on the hub:
+config.json of `Mask2FormerForUniversalSegmentation` and a preprocessor_config.json of
+`Mask2FormerImageProcessor` with those repositories' keys (a fixed "size" of height and width,
+"_max_size", "size_divisor" 32, ...), scaled down.
+"""
 
 import json
 
@@ -8,7 +14,6 @@ import torch.nn.functional as F
 from transformers import (
     Mask2FormerConfig,
     Mask2FormerForUniversalSegmentation,
-    Mask2FormerImageProcessorPil,
     SwinConfig,
 )
 
@@ -57,9 +62,23 @@ def mask2former_dir(tmp_path_factory):
     )
     path = tmp_path_factory.mktemp("mask2former")
     Mask2FormerForUniversalSegmentation(config).save_pretrained(path)
-    Mask2FormerImageProcessorPil(
-        image_mean=PROCESSOR_MEAN, image_std=PROCESSOR_STD
-    ).save_pretrained(path)
+    processor = {
+        "_max_size": 128,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "ignore_index": 255,
+        "image_mean": PROCESSOR_MEAN,
+        "image_processor_type": "Mask2FormerImageProcessor",
+        "image_std": PROCESSOR_STD,
+        "num_labels": len(MODEL_LABELS),
+        "reduce_labels": False,
+        "resample": 2,
+        "rescale_factor": 1 / 255,
+        "size": {"height": 64, "width": 96},
+        "size_divisor": 32,
+    }
+    (path / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
     return path
 
 
@@ -148,7 +167,7 @@ def test_pooled_labels_sum_their_probabilities(mask2former_dir):
     teacher = HFUniversalTeacher.from_pretrained(
         str(mask2former_dir), ["vehicle", "person"], label_map={"vehicle": ["car", "truck"]}
     ).eval()
-    images = torch.rand(1, 3, 64, 64)
+    images = torch.rand(1, 3, 64, 96)  # the processor's size: not resized
     with torch.no_grad():
         probs = teacher(images).class_logits.softmax(-1)
         mean = torch.tensor(PROCESSOR_MEAN).view(1, 3, 1, 1)
@@ -227,3 +246,34 @@ def test_one_step_changes_only_trainable_parts(mask2former_dir):
     assert any(n.startswith("model.model.transformer_module") for n in changed)
     assert any(n.startswith("model.class_predictor") for n in changed)
     assert any(n.startswith("head.") for n in changed)
+
+
+def test_mask2former_without_input_size_resizes_as_its_processor(mask2former_dir):
+    teacher = HFUniversalTeacher.from_pretrained(str(mask2former_dir), CLASSES, proj_dim=8).eval()
+    assert teacher.resize == {"height": 64, "width": 96}
+    mean = torch.tensor(PROCESSOR_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(PROCESSOR_STD).view(1, 3, 1, 1)
+    images = torch.rand(1, 3, 30, 50, generator=torch.Generator().manual_seed(3))
+    pixels = F.interpolate((images - mean) / std, size=(64, 96), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            teacher(images).mask_logits, teacher.model(pixel_values=pixels).masks_queries_logits
+        )
+    # shortest / longest edge: 30 × 50 → 48 × 80 (aspect kept), padded to 64 × 96
+    edges = HFUniversalTeacher(
+        teacher.model,
+        CLASSES,
+        teacher.label_ids,
+        normalisation=teacher.normalisation,
+        resize={"shortest_edge": 48, "longest_edge": 80},
+    ).eval()
+    fitted = F.interpolate((images - mean) / std, size=(48, 80), mode="bilinear", antialias=True)
+    canvas = torch.zeros(1, 3, 64, 96)
+    canvas[..., :48, :80] = fitted
+    with torch.no_grad():
+        pred = edges(images)
+        raw = teacher.model(pixel_values=canvas).masks_queries_logits
+    assert pred.mask_logits.shape == (1, 5, 12, 20)
+    torch.testing.assert_close(pred.mask_logits, raw[..., :12, :20])
+    with pytest.raises(ValueError, match="shortest_edge"):
+        HFUniversalTeacher(teacher.model, CLASSES, teacher.label_ids, resize={"longest_edge": 9})
