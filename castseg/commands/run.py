@@ -13,7 +13,7 @@ from pathlib import Path
 from castseg.commands import add_override_argument
 from castseg.config import load_config
 from castseg.models.teachers import build_teacher
-from castseg.report import format_console_table
+from castseg.report import format_console_table, format_pseudo_label_console
 from castseg.training.distributed import distributed_session, is_rank_zero
 from castseg.training.experiment_data import load_experiment_data
 from castseg.training.pipeline import CastPipeline
@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         outcome = pipeline.run(teacher, baseline=args.baseline)
         if is_rank_zero():
             print(format_console_table(outcome.rows))
+            if outcome.pseudo_labels:
+                print(f"\n{format_pseudo_label_console(outcome.pseudo_labels)}")
             skipped = data.skipped_records
             if skipped:
                 print(f"\n{len(skipped)} data records skipped (listed in the report)")
