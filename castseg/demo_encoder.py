@@ -109,9 +109,24 @@ def source_encoder(
         f"Pretraining the stand-in encoder on the source domain ({recipe.steps} steps); "
         f"it is cached in {cache} for the next run"
     )
+    return pretrain_encoder(recipe, world_spec, world, cfg, out_dir, progress=progress)
+
+
+def pretrain_encoder(
+    recipe: TeacherRecipe,
+    world_spec: WorldSpec,
+    world: dict[str, Path],
+    cfg: ExperimentConfig,
+    out_dir: Path,
+    *,
+    progress: bool = True,
+) -> Path:
+    """Pretrain the encoder by `recipe` on the source domain into out_dir/demo_encoder."""
     model = pretrain_on_source(
         recipe, world["source_train"], cfg, out_dir, stage=ENCODER_STAGE, progress=progress
     )
-    save_dinov2_folder(model, cache, world_spec.image_size[0], fingerprint)
-    discard_resume_files(out_dir, ENCODER_STAGE)  # the cached folder supersedes them
-    return cache
+    folder = save_dinov2_folder(
+        model, out_dir / ENCODER_FOLDER, world_spec.image_size[0], recipe.fingerprint(world_spec)
+    )
+    discard_resume_files(out_dir, ENCODER_STAGE)  # the saved folder supersedes them
+    return folder
