@@ -7,7 +7,9 @@ Runs `castseg demo --set run.seed=S` into out/seedS for every seed (the same wor
 stand-in teacher and stand-in encoder; run.seed sets the student's decoder init, the batches and
 every random draw of training), then prints, as Markdown: each model's maskAP and AP50 (mean ±
 sample std, and per seed), the pseudo-labels' quality, the three relations the demo is meant to
-show, and the wall time of each run. A seed whose folder already holds a finished run is reused.
+show, and the wall time of each run. A seed whose folder holds the wall time of a finished run
+(demo_wall_s.json) is not run again, so seeds may be run as separate processes (`--seeds 1`)
+and summarised by a last call with all of them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ ZERO_SHOT = "teacher (zero-shot)"
 ADAPTED = "teacher (CAST adapted)"
 REFINED = "student (CAST refined)"
 SUPERVISED = "student (supervised only)"
+WALL_FILE = "demo_wall_s.json"  # the wall time of the seed's finished demo run
 
 
 def rows_of(run: Path) -> dict[str, tuple[float, float]]:
@@ -53,10 +56,13 @@ def main() -> None:
     for seed in args.seeds:
         run = args.out / f"seed{seed}"
         overrides = [f"--set=run.seed={seed}", *(f"--set={o}" for o in args.overrides)]
-        start = time.perf_counter()
-        if castseg(["demo", "--out", str(run), "--no-progress", *overrides]) != 0:
-            raise SystemExit(f"the demo of seed {seed} failed (run folder {run})")
-        walls[seed] = time.perf_counter() - start
+        timing = run / WALL_FILE
+        if not timing.is_file():
+            start = time.perf_counter()
+            if castseg(["demo", "--out", str(run), "--no-progress", *overrides]) != 0:
+                raise SystemExit(f"the demo of seed {seed} failed (run folder {run})")
+            timing.write_text(json.dumps({"wall_s": time.perf_counter() - start}) + "\n")
+        walls[seed] = json.loads(timing.read_text())["wall_s"]
         results[seed] = rows_of(run)
         pseudo[seed] = read_pseudo_label_rows(run)
         print(f"seed {seed}: {walls[seed]:.0f} s", flush=True)
