@@ -1,7 +1,7 @@
 """The demo's results table over several seeds, as mean ± std, and the wall time of each run.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_demo_seeds.py [--seeds 0 1 2]
-        [--out runs/demo_seeds] [--set key=value ...]
+        [--out runs/demo_seeds] [--set key=value ...] [--smoke]
 
 Runs `castseg demo --set run.seed=S` into out/seedS for every seed (the same world, shipped
 stand-in teacher and stand-in encoder; run.seed sets the student's decoder init, the batches and
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("runs/demo_seeds"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--smoke", action="store_true", help="the smoke demo, to check the script")
     args = parser.parse_args()
 
     results, walls, pseudo = {}, {}, {}
@@ -59,7 +61,8 @@ def main() -> None:
         timing = run / WALL_FILE
         if not timing.is_file():
             start = time.perf_counter()
-            if castseg(["demo", "--out", str(run), "--no-progress", *overrides]) != 0:
+            smoke = ["--smoke"] if args.smoke else []
+            if castseg(["demo", "--out", str(run), "--no-progress", *smoke, *overrides]) != 0:
                 raise SystemExit(f"the demo of seed {seed} failed (run folder {run})")
             timing.write_text(json.dumps({"wall_s": time.perf_counter() - start}) + "\n")
         walls[seed] = json.loads(timing.read_text())["wall_s"]
@@ -90,7 +93,7 @@ def main() -> None:
 
     gain = [ap(s, ADAPTED) - ap(s, ZERO_SHOT) for s in seeds]
     margin = [ap(s, REFINED) - ap(s, SUPERVISED) for s in seeds]
-    ratio = [100 * ap(s, REFINED) / ap(s, ADAPTED) for s in seeds]
+    ratio = [100 * ap(s, REFINED) / ap(s, ADAPTED) if ap(s, ADAPTED) else math.nan for s in seeds]
     print("\n| relation | mean ± std | per seed |")
     print("|---|---:|---|")
     for what, values in (
