@@ -17,9 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import time
 from pathlib import Path
+
+import numpy as np
 
 from castseg.cli import main as castseg
 from castseg.training.pseudo_label_quality import read_pseudo_label_rows
@@ -42,8 +43,9 @@ def rows_of(run: Path) -> dict[str, tuple[float, float]]:
 
 
 def spread(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.1f} ± {std:.1f}"
+    """Mean ± sample standard deviation (NaN propagates)."""
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{float(np.mean(values)):.1f} ± {std:.1f}"
 
 
 def main() -> None:
