@@ -201,6 +201,8 @@ class RunConfig:
     eval_top_k: int = _checked(100, _POSITIVE)
     checkpoint_every: int = _checked(500, _POSITIVE)  # steps between resumable checkpoints
     max_nonfinite_steps: int = _checked(20, _POSITIVE)  # consecutive skipped steps before stopping
+    # train on pseudo-labels even when they are empty or far off the labeled set's density
+    allow_weak_pseudo_labels: bool = False
 
 
 @dataclass(frozen=True)

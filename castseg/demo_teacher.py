@@ -32,7 +32,7 @@ SHIPPED_TEACHER = Path(__file__).parent / "assets" / "demo_teacher.pt"
 
 @dataclass(frozen=True)
 class TeacherRecipe:
-    """How the stand-in teacher is pretrained: architecture, steps, batch size, seed."""
+    """How a stand-in is pretrained on the source domain: architecture, steps, batch size, seed."""
 
     size: str = "small"
     steps: int = 1600
@@ -52,23 +52,25 @@ class TeacherRecipe:
         }
 
 
-def pretrain_source_teacher(
+def pretrain_on_source(
     recipe: TeacherRecipe,
     source_annotations: Path,
     cfg: ExperimentConfig,
     out_dir: Path,
     *,
+    stage: str = PRETRAIN_STAGE,
     progress: bool = True,
 ) -> nn.Module:
-    """Train a fresh `recipe.size` model on the source domain with L_sup only."""
+    """Train a fresh `recipe.size` model on the source domain with L_sup only, with the
+    teacher's optimiser settings (stage `stage`, logged under out_dir/stage)."""
     source = CocoInstanceDataset(source_annotations)
     cfg = apply_overrides(cfg, [f"teacher.batch_size={recipe.batch_size}"])
     cfg = replace(cfg, run=replace(cfg.run, seed=recipe.seed))
     torch.manual_seed(recipe.seed)
-    teacher = build_student(recipe.size, len(source.categories))
+    model = build_student(recipe.size, len(source.categories))
     stages = CastStages(cfg, ExperimentData(source, None, None), out_dir, progress=progress)
-    stages.train(PRETRAIN_STAGE, teacher, StageWeights(0.0, 0.0), steps=recipe.steps, teacher=True)
-    return teacher
+    stages.train(stage, model, StageWeights(0.0, 0.0), steps=recipe.steps, teacher=True)
+    return model
 
 
 def source_teacher(
@@ -93,9 +95,7 @@ def source_teacher(
         f"Pretraining the stand-in teacher on the source domain ({recipe.steps} steps); "
         f"it is cached in {cache} for the next run"
     )
-    teacher = pretrain_source_teacher(
-        recipe, world["source_train"], cfg, out_dir, progress=progress
-    )
+    teacher = pretrain_on_source(recipe, world["source_train"], cfg, out_dir, progress=progress)
     categories = CocoInstanceDataset(world["source_train"]).categories
     save_checkpoint(
         cache,

@@ -68,6 +68,32 @@ class ModelRow:
     per_class: dict[str, float]
 
 
+@dataclass
+class PseudoLabelRow:
+    """The pseudo-labels one teacher gave D_u: images, instances per image (and the labeled
+    set's), and their mask AP / AP50 in percent against D_u's ground truth (NaN without one)."""
+
+    teacher: str
+    images: int
+    per_image: float
+    labeled_per_image: float
+    ap: float
+    ap50: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            k: None if isinstance(v, float) and math.isnan(v) else v for k, v in vars(self).items()
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PseudoLabelRow:
+        numbers = {
+            k: math.nan if data[k] is None else float(data[k])
+            for k in ("per_image", "labeled_per_image", "ap", "ap50")
+        }
+        return cls(str(data["teacher"]), int(data["images"]), **numbers)
+
+
 def read_metrics_csv(path: str | Path) -> Metrics:
     """Logged key → (steps [T] int64, values [T] float64) of a CSVLogger `metrics.csv`.
 
@@ -184,6 +210,53 @@ def format_console_table(rows: Sequence[ModelRow]) -> str:
     return "\n".join([line(header), rule, *(line(cells) for cells in table[1:])])
 
 
+_PSEUDO_LABEL_HEADER = (
+    "pseudo-labels of",
+    "images",
+    "instances / image",
+    "labeled instances / image",
+    "maskAP vs D_u truth",
+    "AP50",
+)
+
+
+def _pseudo_label_cells(row: PseudoLabelRow) -> tuple[str, ...]:
+    return (
+        row.teacher,
+        str(row.images),
+        _number(row.per_image, 2),
+        _number(row.labeled_per_image, 2),
+        _number(row.ap, 1),
+        _number(row.ap50, 1),
+    )
+
+
+def format_pseudo_label_table(rows: Sequence[PseudoLabelRow]) -> str:
+    """A Markdown table of the pseudo-labels each teacher gave D_u (`PseudoLabelRow`)."""
+    lines = [
+        _markdown_row(_PSEUDO_LABEL_HEADER),
+        _markdown_row(["---"] + ["---:"] * (len(_PSEUDO_LABEL_HEADER) - 1)),
+    ]
+    lines += [_markdown_row(_pseudo_label_cells(r)) for r in rows]
+    return "\n".join(lines)
+
+
+def format_pseudo_label_console(rows: Sequence[PseudoLabelRow]) -> str:
+    """The same table as plain text with aligned columns, for the terminal."""
+    table = [_PSEUDO_LABEL_HEADER, *(_pseudo_label_cells(r) for r in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(_PSEUDO_LABEL_HEADER))]
+    lines = [
+        "  ".join(
+            [
+                cells[0].ljust(widths[0]),
+                *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)),
+            ]
+        )
+        for cells in table
+    ]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
 def format_per_class_table(rows: Sequence[ModelRow]) -> str:
     """A Markdown table of AP per class: one row per class, one column per model."""
     classes = list(dict.fromkeys(name for r in rows for name in r.per_class))
@@ -257,6 +330,8 @@ def write_report(
     config: Mapping[str, Any],
     notes: Iterable[str] = (),
     story: Sequence[str] = (),
+    pseudo_labels: Sequence[PseudoLabelRow] = (),
+    pseudo_label_png: str | Path | None = None,
 ) -> Path:
     """Write out_dir/report.md and the PNGs it links (losses.png, monitors.png, ap.png).
 
@@ -294,6 +369,7 @@ def write_report(
     else:
         sections.append("No model was evaluated.")
 
+    sections += pseudo_label_sections(pseudo_labels, pseudo_label_png, out_dir)
     sections.append("## Training")
     for name, plot, what in (
         ("losses.png", plot_losses, "losses"),
@@ -405,6 +481,22 @@ def _cells(row: ModelRow) -> tuple[str, ...]:
 
 def _markdown_row(cells: Iterable[str]) -> str:
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+def pseudo_label_sections(
+    rows: Sequence[PseudoLabelRow], png: str | Path | None, out_dir: Path
+) -> list[str]:
+    """The report's "Pseudo-labels" section: the table of `rows` and the picture `png` (a file in
+    out_dir) of pseudo-labelled images beside their ground truth; nothing without either."""
+    sections = []
+    if rows or png is not None:
+        sections.append("## Pseudo-labels of D_u")
+    if rows:
+        sections.append(format_pseudo_label_table(rows))
+    if png is not None and Path(png).is_file():
+        link = Path(png).resolve().relative_to(out_dir.resolve()).as_posix()
+        sections.append(f"![ground truth | pseudo-labels]({link})")
+    return sections
 
 
 def _link_predictions(png: Path, out_dir: Path) -> str:

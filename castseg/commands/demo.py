@@ -2,7 +2,9 @@
 
 The demo's teacher stands in for a vision foundation model: a larger model of the student's
 family, pretrained on the world's *source* domain only, then adapted to the *target* domain by
-CAST stage 1. It is not MM-Grounding-DINO + SAM2.
+CAST stage 1. It is not MM-Grounding-DINO + SAM2. The student's encoder starts from a stand-in for
+DINOv2 pretraining: a tiny encoder pretrained on the source domain only, which the CAST student
+and the supervised-only baseline share.
 """
 
 from __future__ import annotations
@@ -13,25 +15,30 @@ from pathlib import Path
 
 from castseg.commands import add_override_argument
 from castseg.config import ExperimentConfig, apply_overrides, builtin_config, load_config
-from castseg.data.synthetic import WorldSpec, generate_world
+from castseg.data.synthetic import WorldSpec, generate_world, holds_world
+from castseg.demo_encoder import encoder_recipe, source_encoder
 from castseg.demo_teacher import TeacherRecipe, source_teacher
-from castseg.report import format_console_table
+from castseg.report import format_console_table, format_pseudo_label_console
 from castseg.training.experiment_data import load_experiment_data
 from castseg.training.pipeline import CastPipeline
 
 STAND_IN = (
     "The demo's teacher is a stand-in for MM-Grounding-DINO + SAM2: a larger castseg model "
-    "pretrained on the synthetic *source* domain only, never on the target domain."
+    "pretrained on the synthetic *source* domain only, never on the target domain. The "
+    "student's encoder (for the CAST student and the supervised-only one alike) stands in for "
+    "DINOv2: a tiny encoder pretrained on the source domain only."
 )
 
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """One demo run: images per world split, labeled target images, the teacher's recipe."""
+    """One demo run: images per world split, labeled target images, the recipes of the teacher
+    and of the student's encoder."""
 
     counts: dict[str, int]
     labeled: int
     teacher: TeacherRecipe
+    encoder: TeacherRecipe
     overrides: tuple[str, ...] = ()
 
     @property
@@ -43,11 +50,13 @@ FULL = DemoPlan(
     counts={"source_train": 240, "target_train": 240, "target_val": 60},
     labeled=24,
     teacher=TeacherRecipe(),
+    encoder=encoder_recipe(),
 )
 SMOKE = DemoPlan(
     counts={"source_train": 12, "target_train": 12, "target_val": 4},
     labeled=4,
     teacher=TeacherRecipe(steps=2, batch_size=2),
+    encoder=TeacherRecipe(size="tiny", steps=2, batch_size=2),
     overrides=(
         "teacher.finetune_iters=2",
         "teacher.selftrain_iters=2",
@@ -59,6 +68,9 @@ SMOKE = DemoPlan(
         "contrastive.num_negatives=16",
         "contrastive.max_anchors=64",
         "run.eval_top_k=10",
+        # a teacher pretrained for 2 steps labels little or nothing: go on, the smoke run only
+        # exercises the code path
+        "run.allow_weak_pseudo_labels=true",
     ),
 )
 
@@ -102,15 +114,22 @@ def run(args: argparse.Namespace) -> int:
     plan = SMOKE if args.smoke else FULL
     progress = not args.no_progress
     out = args.out
-    print(f"Generating the synthetic world in {out / 'world'}")
+    verb = "Reusing" if holds_world(out / "world", plan.world) else "Generating"
+    print(f"{verb} the synthetic world in {out / 'world'}")
     world = generate_world(out / "world", plan.world)
     cfg = demo_config(out, world, plan, args.overrides)
     print(STAND_IN)
+    if cfg.student.encoder is None:  # unless the user chose an encoder with --set
+        encoder = source_encoder(plan.encoder, plan.world, world, cfg, out, progress=progress)
+        cfg = apply_overrides(cfg, [f"student.encoder={encoder}"])
     teacher = source_teacher(plan.teacher, plan.world, world, cfg, out, progress=progress)
     data = load_experiment_data(cfg.data, progress=progress)
     pipeline = CastPipeline(cfg, data, out, progress=progress, restart=args.restart)
     outcome = pipeline.run(teacher, baseline=True)
     print()
     print(format_console_table(outcome.rows))
+    if outcome.pseudo_labels:
+        print()
+        print(format_pseudo_label_console(outcome.pseudo_labels))
     print(f"\nReport: {outcome.report}")
     return 0

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: `castseg run --help` must not wait for torch, Lightning and transformers.
     from castseg.commands.check import load_teacher
     from castseg.config import load_config
-    from castseg.report import format_console_table
+    from castseg.report import format_console_table, format_pseudo_label_console
     from castseg.training.distributed import distributed_session, is_rank_zero
     from castseg.training.experiment_data import load_experiment_data
     from castseg.training.pipeline import CastPipeline
@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         outcome = pipeline.run(teacher, baseline=args.baseline)
         if is_rank_zero():
             print(format_console_table(outcome.rows))
+            if outcome.pseudo_labels:
+                print(f"\n{format_pseudo_label_console(outcome.pseudo_labels)}")
             skipped = data.skipped_records
             if skipped:
                 print(f"\n{len(skipped)} data records skipped (listed in the report)")

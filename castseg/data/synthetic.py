@@ -363,6 +363,11 @@ def _write_split(split_dir: Path, split: str, count: int, spec: WorldSpec) -> No
     (split_dir / "instances.json").write_text(json.dumps(coco))
 
 
+def holds_world(out_dir: str | Path, spec: WorldSpec) -> bool:
+    """Whether `out_dir` already holds the world of `spec` (which `generate_world` reuses)."""
+    return _holds_world(Path(out_dir), _manifest(spec))
+
+
 def _manifest(spec: WorldSpec) -> dict:
     # a JSON round trip turns tuples into lists, as they read back from disk
     return json.loads(

@@ -30,7 +30,7 @@ from torch import nn
 from castseg.config import ExperimentConfig, config_to_dict
 from castseg.interruption import Interrupted
 from castseg.models.student import build_student
-from castseg.report import CAST_STUDENT, ModelRow, narrative, write_report
+from castseg.report import CAST_STUDENT, ModelRow, PseudoLabelRow, narrative, write_report
 from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 from castseg.training.distributed import barrier, is_rank_zero
 from castseg.training.evaluate import evaluate_model
@@ -38,6 +38,7 @@ from castseg.training.experiment_data import ExperimentData
 from castseg.training.inference import inference_device
 from castseg.training.objective import StageWeights
 from castseg.training.prediction_samples import save_validation_samples
+from castseg.training.pseudo_label_quality import read_pseudo_label_rows, save_pseudo_label_samples
 from castseg.training.run_state import (
     RUN_STATE_FILE,
     FinishedStage,
@@ -64,10 +65,12 @@ def parameter_count(model: nn.Module) -> int:
 
 @dataclass
 class PipelineOutcome:
-    """Rows of the results table, the stage runs, and the report's path."""
+    """Rows of the results table, the report's path, and the quality of each teacher's
+    pseudo-labels of D_u."""
 
     rows: list[ModelRow] = field(default_factory=list)
     report: Path | None = None
+    pseudo_labels: list[PseudoLabelRow] = field(default_factory=list)
 
 
 class CastPipeline:
@@ -283,6 +286,7 @@ class CastPipeline:
                 image_size=tuple(self.cfg.data.image_size),
                 top_k=self.cfg.run.eval_top_k,
             )
+        self.outcome.pseudo_labels = read_pseudo_label_rows(self.out_dir)
         self.outcome.report = write_report(
             self.out_dir,
             title="CAST run",
@@ -295,6 +299,10 @@ class CastPipeline:
                 self.outcome.rows,
                 resumed=self.resumed,
                 predictions_of=None if samples is None else f"the final {CAST_STUDENT}",
+            ),
+            pseudo_labels=self.outcome.pseudo_labels,
+            pseudo_label_png=save_pseudo_label_samples(
+                self.out_dir, self.data.unlabeled, self.out_dir / "pseudo_labels.png"
             ),
         )
 

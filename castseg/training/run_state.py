@@ -39,6 +39,7 @@ NEUTRAL_KEYS = (
     "run.log_every",
     "run.checkpoint_every",
     "run.max_nonfinite_steps",
+    "run.allow_weak_pseudo_labels",  # lets a stopped run go on: its results do not change
     "data.num_workers",
 )
 

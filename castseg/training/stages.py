@@ -21,6 +21,7 @@ from castseg.training.experiment_data import ExperimentData
 from castseg.training.inference import inference_device
 from castseg.training.objective import StageWeights
 from castseg.training.optim import OptimSettings
+from castseg.training.pseudo_label_quality import assess_pseudo_labels
 from castseg.training.pseudo_labels import PseudoLabeledDataset, generate_pseudo_labels
 from castseg.training.trainer import StageRun, train_stage
 
@@ -105,6 +106,14 @@ class CastStages:
             top_k=self.cfg.run.eval_top_k,
             fingerprint=fingerprint,
             progress=self.progress,
+        )
+        assess_pseudo_labels(
+            cache,
+            self.data.unlabeled,
+            self.data.labeled,
+            teacher=f"{self.cfg.teacher.kind} teacher ({name.removeprefix('pseudo_labels_')})",
+            threshold=self.cfg.loss.pseudo_label_threshold,
+            allow_weak=self.cfg.run.allow_weak_pseudo_labels,
         )
         return PseudoLabeledDataset(self.data.unlabeled, cache)
 

@@ -19,18 +19,30 @@ def test_demo_smoke_end_to_end(tmp_path, capsys):
     assert main(["demo", "--smoke", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "stand-in for MM-Grounding-DINO + SAM2" in printed
+    assert "stands in for DINOv2" in printed
+    assert "Generating the synthetic world" in printed
+    assert "Pretraining the stand-in encoder" in printed
+    assert re.search(r"Pseudo-labels of the student_family teacher \(teacher_adapted\): ", printed)
+    assert re.search(r"student_family teacher \(teacher_adapted\)\s+8\s", printed)  # the table
     for name in MODELS:
         assert re.search(re.escape(name) + r"\s+\d+\.\d+\s+\S+\s+\S+\s+\d+\.\d", printed), name
 
     report = (out / "report.md").read_text()
     for name in MODELS:
         assert name in report
-    for picture in ("losses.png", "monitors.png", "ap.png", "predictions.png"):
+    assert "## Pseudo-labels of D_u" in report
+    for picture in ("losses.png", "monitors.png", "ap.png", "predictions.png", "pseudo_labels.png"):
         assert (out / picture).is_file(), picture
     for stage in ("teacher_finetune", "teacher_selftrain", "distill", "refine"):
         assert (out / stage / "metrics.csv").is_file(), stage
     assert "train/fnr" in (out / "distill" / "metrics.csv").read_text()
     student = load_checkpoint(out / "student.pt")
+    encoder = student.extra["config"]["student"]["encoder"]
+    assert encoder == str(out / "demo_encoder")
+    assert (
+        load_checkpoint(out / "student_supervised.pt").extra["config"]["student"]["encoder"]
+        == encoder
+    )
     assert student.category_map.names == ("disc", "box", "triangle", "ring", "cross")
     assert (out / "pseudo_labels_teacher_adapted.jsonl").is_file()
 
@@ -39,6 +51,8 @@ def test_demo_smoke_end_to_end(tmp_path, capsys):
     assert main(["demo", "--smoke", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "Using the source-pretrained stand-in teacher cached in" in printed
+    assert "Using the source-pretrained stand-in encoder cached in" in printed
+    assert "Reusing the synthetic world" in printed and "Generating" not in printed
     for stage in ("teacher_zero_shot", "teacher_selftrain", "refine", "supervised_baseline"):
         assert f"Stage {stage} finished in an earlier run" in printed, stage
     for name in MODELS:

@@ -29,6 +29,8 @@ FAST = [
     "--set", "loss.num_points=64",
     "--set", "contrastive.num_negatives=8",
     "--set", "run.eval_top_k=5",
+    # an untrained teacher's pseudo-labels are far below the labeled set's density
+    "--set", "run.allow_weak_pseudo_labels=true",
 ]  # fmt: skip
 # Long enough a knowledge transfer to be killed in the middle of, with a checkpoint every 4
 # steps; every teacher instance is a pseudo-label, so L_semi has targets; every step is logged.
