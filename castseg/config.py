@@ -191,6 +191,10 @@ class RunConfig:
     eval_top_k: int = _checked(100, _POSITIVE)
     checkpoint_every: int = _checked(500, _POSITIVE)  # steps between resumable checkpoints
     max_nonfinite_steps: int = _checked(20, _POSITIVE)  # consecutive skipped steps before stopping
+    # Shared stage store: runs whose teacher-adaptation inputs (data, teacher, seed, stage-1 loss
+    # and contrastive settings) match reuse its adapted teacher and pseudo-labels. A folder;
+    # "auto": .cache beside the run folder (runs/.cache for runs/<name>); null: off.
+    stage_store: str | None = "auto"
 
 
 @dataclass(frozen=True)

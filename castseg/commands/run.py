@@ -2,7 +2,8 @@
 
 A rerun into the same run.out_dir resumes: finished stages are skipped and an interrupted one
 continues from its last checkpoint. A different config stops with an error; --restart discards
-the earlier run.
+the earlier run. With --seeds 0,1,2 the pipeline runs once per seed into run.out_dir/seed_<k>/
+and run.out_dir/summary.md gives every row as mean ± std over the seeds.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from castseg.commands import add_override_argument
-from castseg.config import load_config
+from castseg.commands import add_override_argument, add_seeds_argument
+from castseg.config import ExperimentConfig, load_config
+from castseg.experiments.seeds import run_seeds
 from castseg.models.teachers import build_teacher
 from castseg.report import format_console_table
 from castseg.training.distributed import distributed_session, is_rank_zero
-from castseg.training.experiment_data import load_experiment_data
+from castseg.training.experiment_data import ExperimentData, load_experiment_data
 from castseg.training.pipeline import CastPipeline
 
 
@@ -39,6 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="discard an earlier run in the run folder instead of resuming it",
     )
+    add_seeds_argument(parser, "one run per seed into run.out_dir/seed_<k>/, then a summary")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
@@ -49,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     # Launched by torchrun or SLURM with run.strategy=ddp, every rank runs this function.
     with distributed_session(cfg.run):
         data = load_experiment_data(cfg.data, progress=progress)
+        if args.seeds is not None:
+            return run_seeds_command(cfg, data, args)
         teacher = build_teacher(cfg.teacher, data.categories)
         pipeline = CastPipeline(
             cfg, data, Path(cfg.run.out_dir), progress=progress, restart=args.restart
@@ -60,4 +65,20 @@ def run(args: argparse.Namespace) -> int:
             if skipped:
                 print(f"\n{len(skipped)} data records skipped (listed in the report)")
             print(f"\nReport: {outcome.report}")
+    return 0
+
+
+def run_seeds_command(cfg: ExperimentConfig, data: ExperimentData, args: argparse.Namespace) -> int:
+    """`--seeds`: the pipeline once per seed, then the summary over seeds."""
+    outcome = run_seeds(
+        cfg,
+        args.seeds,
+        data,
+        lambda: build_teacher(cfg.teacher, data.categories),
+        progress=not args.no_progress,
+        restart=args.restart,
+        baseline=args.baseline,
+    )
+    if outcome.summary is not None:
+        print(f"\nSummary over seeds {', '.join(map(str, args.seeds))}: {outcome.summary}")
     return 0
