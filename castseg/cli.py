@@ -9,7 +9,7 @@ import sys
 
 from castseg import __version__
 
-COMMANDS = ("demo", "run", "eval", "predict", "export", "bench", "split", "convert")
+COMMANDS = ("demo", "run", "ablate", "eval", "predict", "export", "bench", "split", "convert")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 from torch import nn
 
@@ -54,6 +55,20 @@ def finished_run(cfg: ExperimentConfig, teacher: nn.Module, baseline: bool) -> R
     return done
 
 
+# Where a run's adapted teacher came from: trained by this invocation, taken from the shared
+# stage store, or left by an earlier invocation into the same folder.
+TeacherSource = Literal["computed", "stored", "earlier"]
+
+
+@dataclass
+class SeedRun:
+    """One finished seed run: its results (None on ranks other than 0) and its teacher's
+    source."""
+
+    results: RunResults | None
+    teacher: TeacherSource
+
+
 def run_once(
     cfg: ExperimentConfig,
     data: ExperimentData,
@@ -62,27 +77,34 @@ def run_once(
     progress: bool,
     restart: bool,
     baseline: bool,
-) -> RunResults | None:
-    """One CAST run into cfg.run.out_dir, or its earlier results when it finished before.
-    Returns the results on rank 0 (None on the other ranks)."""
+) -> SeedRun:
+    """One CAST run into cfg.run.out_dir, or its earlier results when it finished before."""
     if not restart:
         done = finished_run(cfg, teacher, baseline)
         if done is not None:
             print(f"Run in {cfg.run.out_dir} finished earlier; its results: {done.path}")
-            return done
+            return SeedRun(done, "earlier")
     pipeline = CastPipeline(cfg, data, Path(cfg.run.out_dir), progress=progress, restart=restart)
     outcome = pipeline.run(teacher, baseline=baseline)
-    if outcome.results is None:
-        return None
-    return read_results(outcome.results)
+    source: TeacherSource = "earlier"
+    if "teacher_selftrain" in outcome.ran:
+        source = "computed"
+    elif "teacher_selftrain" in pipeline.reused:
+        source = "stored"
+    results = None if outcome.results is None else read_results(outcome.results)
+    return SeedRun(results, source)
 
 
 @dataclass
 class SeedsOutcome:
-    """Every seed's results (rank 0) and the summary's path."""
+    """Every seed's run and the summary's path (rank 0)."""
 
-    results: list[RunResults]
+    runs: list[SeedRun]
     summary: Path | None
+
+    @property
+    def results(self) -> list[RunResults]:
+        return [run.results for run in self.runs if run.results is not None]
 
 
 def run_seeds(
@@ -101,21 +123,21 @@ def run_seeds(
     if not seeds:
         raise ValueError("no seeds given: pass e.g. --seeds 0,1,2")
     out_dir = Path(cfg.run.out_dir)
-    results = []
+    runs = []
     for i, seed in enumerate(seeds, 1):
         seed_cfg = seed_config(cfg, seed, out_dir)
         print(f"== seed {seed} ({i} of {len(seeds)}): {seed_cfg.run.out_dir}")
-        done = run_once(
-            seed_cfg,
-            data,
-            make_teacher(),
-            progress=progress,
-            restart=restart,
-            baseline=baseline,
+        runs.append(
+            run_once(
+                seed_cfg,
+                data,
+                make_teacher(),
+                progress=progress,
+                restart=restart,
+                baseline=baseline,
+            )
         )
-        if done is not None:
-            results.append(done)
-    summary = None
+    outcome = SeedsOutcome(runs, None)
     if is_rank_zero():
-        summary = write_summary(out_dir, results, title=title)
-    return SeedsOutcome(results, summary)
+        outcome.summary = write_summary(out_dir, outcome.results, title=title)
+    return outcome

@@ -108,12 +108,12 @@ def find_row(rows: Sequence[SummaryRow], name: str) -> SummaryRow | None:
 def format_summary_table(rows: Sequence[SummaryRow]) -> str:
     """Markdown: model | params (M) | maskAP | AP50 | wall time (s), as mean ± std."""
     lines = [
-        _markdown_row(["model", "params (M)", *METRICS.values()]),
-        _markdown_row(["---"] + ["---:"] * (1 + len(METRICS))),
+        markdown_row(["model", "params (M)", *METRICS.values()]),
+        markdown_row(["---"] + ["---:"] * (1 + len(METRICS))),
     ]
     for row in rows:
         cells = [row.metrics[key].text() for key in METRICS]
-        lines.append(_markdown_row([row.name, f"{row.parameters / 1e6:.2f}", *cells]))
+        lines.append(markdown_row([row.name, f"{row.parameters / 1e6:.2f}", *cells]))
     return "\n".join(lines)
 
 
@@ -121,14 +121,14 @@ def format_per_seed_table(rows: Sequence[SummaryRow]) -> str:
     """Markdown: model | metric | one column per seed."""
     seeds = list(rows[0].metrics["ap"].values) if rows else []
     lines = [
-        _markdown_row(["model", "metric", *(f"seed {s}" for s in seeds)]),
-        _markdown_row(["---", "---"] + ["---:"] * len(seeds)),
+        markdown_row(["model", "metric", *(f"seed {s}" for s in seeds)]),
+        markdown_row(["---", "---"] + ["---:"] * len(seeds)),
     ]
     for row in rows:
         for key, label in METRICS.items():
             values = row.metrics[key].values
             cells = ["n/a" if math.isnan(values[s]) else f"{values[s]:.1f}" for s in seeds]
-            lines.append(_markdown_row([row.name, label, *cells]))
+            lines.append(markdown_row([row.name, label, *cells]))
     return "\n".join(lines)
 
 
@@ -209,5 +209,6 @@ def write_summary(out_dir: str | Path, results: Sequence[RunResults], *, title: 
     return path
 
 
-def _markdown_row(cells: Sequence[str]) -> str:
+def markdown_row(cells: Sequence[str]) -> str:
+    """A Markdown table row, pipes inside cells escaped."""
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"

@@ -79,9 +79,11 @@ def parameter_count(model: nn.Module) -> int:
 
 @dataclass
 class PipelineOutcome:
-    """Rows of the results table, and the paths of the report and of results.json."""
+    """Rows of the results table, the stages this invocation ran (not skipped or reused), and
+    the paths of the report and of results.json."""
 
     rows: list[ModelRow] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
     report: Path | None = None
     results: Path | None = None
 
@@ -272,6 +274,7 @@ class CastPipeline:
         if name in STAGE_CHECKPOINTS:
             checkpoint = self.save(STAGE_CHECKPOINTS[name], model, name).name
         self.state.record(FinishedStage(name, checkpoint, run.steps, run.skipped_steps, wall, rows))
+        self.outcome.ran.append(name)
         if is_rank_zero():
             discard_resume_files(self.out_dir, name)
 
