@@ -155,12 +155,17 @@ def format_ablation_table(ablation: Ablation) -> str:
 def write_ablation(out_dir: Path, ablation: Ablation, seeds: Sequence[int]) -> Path:
     """out_dir/ablation.md and ablation.json; returns the .md."""
     sources = ", ".join(f"{n} {source}" for source, n in sorted(ablation.teacher_sources.items()))
+    if ablation.teachers_differ:
+        teacher = f"and the adapted teacher ({TEACHER_ROW!r})"
+    else:
+        shared = ablation.rows[0].teacher_ap.text() if ablation.rows else "n/a"
+        teacher = f"(the variants share their teacher adaptation: {TEACHER_ROW!r} {shared})"
     text = "\n\n".join(
         [
             "# CAST ablation",
-            f"Refined student ({STUDENT_ROW!r}) and adapted teacher ({TEACHER_ROW!r}), mean ± "
-            f"sample standard deviation over seeds {', '.join(map(str, seeds))}; every "
-            "variant's per-seed values are in <variant>/summary.md.",
+            f"Refined student ({STUDENT_ROW!r}) {teacher}, maskAP and AP50 as mean ± sample "
+            f"standard deviation over seeds {', '.join(map(str, seeds))}; every variant's "
+            "per-seed values are in <variant>/summary.md.",
             format_ablation_table(ablation),
             f"Teacher adaptation per seed run: {sources} (computed: trained by this command; "
             "stored: from the shared stage store; earlier: by an earlier run of the same "
