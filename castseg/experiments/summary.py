@@ -1,9 +1,11 @@
 """Summaries over seeds: mean ± standard deviation of every results-table row.
 
-`summarise` reads nothing but the seed runs' `results.json` rows. The spread is the sample
+`summarise` reads nothing but the seed runs' `results.json` rows (the loss plot reads their
+stage logs). The spread is the sample
 standard deviation (n − 1 in the denominator), undefined (NaN, shown as "n/a") for one seed; a
 metric undefined in any seed (no validation set) is undefined in the summary. `write_summary`
-writes `summary.md` (the table, every seed's values, a bar chart with error bars) and
+writes `summary.md` (the table, every seed's values, the AP chart with error bars and the
+training loss of each stage with a ± std band) and
 `summary.json` (the same figures as data) atomically.
 """
 
@@ -21,10 +23,12 @@ from matplotlib.figure import Figure
 
 from castseg.experiments.results import RunResults
 from castseg.io import atomic_write_json, atomic_write_text
+from castseg.report import LOSS_KEYS, read_metrics_csv
 from castseg.viz import save_figure
 
 SUMMARY_FORMAT = "castseg-summary-v1"
 METRICS = {"ap": "maskAP", "ap50": "AP50", "wall_s": "wall time (s)"}
+LOSS_KEY = "train/loss"
 
 
 @dataclass
@@ -171,6 +175,51 @@ def plot_ap_spread(rows: Sequence[SummaryRow], path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
+def curve_spread(
+    curves: Sequence[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps [T], mean [T], sample std [T]) of several (steps, values) curves over the steps
+    that every curve logged; std is 0 for one curve."""
+    common = sorted(set.intersection(*(set(steps.tolist()) for steps, _ in curves)))
+    values = np.array(
+        [[dict(zip(s.tolist(), v.tolist(), strict=True))[t] for t in common] for s, v in curves]
+    ).reshape(len(curves), len(common))
+    std = values.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(len(common))
+    return np.asarray(common, dtype=np.int64), values.mean(axis=0), std
+
+
+def plot_loss_spread(seed_dirs: Sequence[Path], path: str | Path, key: str = LOSS_KEY) -> list[str]:
+    """One subplot per training stage that logged `key` in every seed run: the mean over the
+    seeds against the step, with a ± one standard deviation band (steps logged by all seeds).
+    Returns the stages drawn; nothing is written when there is none."""
+    logs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    stages = sorted({p.parent.name for d in seed_dirs for p in d.glob("*/metrics.csv")})
+    for stage in stages:
+        curves = []
+        for folder in seed_dirs:
+            log = folder / stage / "metrics.csv"
+            metrics = read_metrics_csv(log) if log.is_file() else {}
+            if key in metrics:
+                curves.append(metrics[key])
+        if curves and len(curves) == len(seed_dirs):
+            logs[stage] = curves
+    if not logs:
+        return []
+    fig = Figure(figsize=(4.2 * len(logs), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(logs), squeeze=False)[0]
+    for ax, (stage, curves) in zip(axes, logs.items(), strict=True):
+        steps, mean, std = curve_spread(curves)
+        ax.plot(steps, mean, label=f"mean of {len(curves)} seeds")
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.3, label="± std")
+        ax.set_title(stage)
+        ax.set_xlabel("step (within stage)")
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False, fontsize=8)
+    fig.suptitle(f"{LOSS_KEYS.get(key, key)} over seeds")
+    save_figure(fig, path)
+    return list(logs)
+
+
 def write_summary(out_dir: str | Path, results: Sequence[RunResults], *, title: str) -> Path:
     """out_dir/summary.md, summary.json and summary_ap.png from the seed runs; returns the .md."""
     out_dir = Path(out_dir)
@@ -195,12 +244,16 @@ def write_summary(out_dir: str | Path, results: Sequence[RunResults], *, title: 
         },
     )
     plot_ap_spread(rows, out_dir / "summary_ap.png")
+    drawn = plot_loss_spread([run.path.parent for run in results], out_dir / "summary_losses.png")
     sections = [
         f"# {title}",
         f"Mean ± sample standard deviation (n − 1) over seeds {', '.join(map(str, seeds))}, "
         f"computed from {', '.join(sources)}.",
         format_summary_table(rows),
         "![maskAP and AP50, mean ± std over seeds](summary_ap.png)",
+        "![training loss J per stage, mean ± std over seeds](summary_losses.png)"
+        if drawn
+        else "No stage logged a training loss in every seed run.",
         "## Per seed",
         format_per_seed_table(rows),
     ]

@@ -226,6 +226,8 @@ class CastPipeline:
         for record in records:
             self.state.record(record)
             self.reused[record.name] = entry
+            if is_rank_zero():  # an interrupted attempt of this run's own is superseded
+                discard_resume_files(self.out_dir, record.name)
 
     def share_teacher_stages(self, shared: SharedTeacherStages) -> None:
         """Publish the finished teacher stages, and place the adapted teacher's stored

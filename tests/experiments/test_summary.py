@@ -4,10 +4,17 @@ and runs that do not belong in one summary."""
 import json
 import math
 
+import numpy as np
 import pytest
 
 from castseg.experiments.results import read_results, write_results
-from castseg.experiments.summary import Spread, summarise, write_summary
+from castseg.experiments.summary import (
+    Spread,
+    curve_spread,
+    plot_loss_spread,
+    summarise,
+    write_summary,
+)
 from castseg.report import ModelRow
 
 
@@ -80,3 +87,24 @@ def test_a_results_file_of_another_format_names_the_file(tmp_path):
     path.write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match=r"results\.json: format 'something-else'"):
         read_results(path)
+
+
+def test_loss_curves_over_seeds_average_the_steps_every_seed_logged(tmp_path):
+    curves = [
+        (np.array([0, 5, 10]), np.array([3.0, 2.0, 1.0])),
+        (np.array([0, 10]), np.array([5.0, 2.0])),
+    ]
+    steps, mean, std = curve_spread(curves)
+    assert steps.tolist() == [0, 10]
+    assert mean.tolist() == [4.0, 1.5]
+    assert std == pytest.approx([math.sqrt(2.0), math.sqrt(0.5)])  # sample std of two values
+    seeds = []
+    for seed, loss in enumerate((1.0, 3.0)):
+        folder = tmp_path / f"seed_{seed}"
+        for stage in ("distill", "refine") if seed == 0 else ("distill",):
+            (folder / stage).mkdir(parents=True)
+            (folder / stage / "metrics.csv").write_text(f"step,train/loss\n0,{loss}\n1,{loss}\n")
+        seeds.append(folder)
+    # refine is logged by one seed only: left out.
+    assert plot_loss_spread(seeds, tmp_path / "losses.png") == ["distill"]
+    assert (tmp_path / "losses.png").stat().st_size > 0
