@@ -203,6 +203,10 @@ class RunConfig:
     max_nonfinite_steps: int = _checked(20, _POSITIVE)  # consecutive skipped steps before stopping
     # train on pseudo-labels even when they are empty or far off the labeled set's density
     allow_weak_pseudo_labels: bool = False
+    # Shared stage store: runs whose teacher-adaptation inputs (data, teacher, seed, stage-1 loss
+    # and contrastive settings) match reuse its adapted teacher and pseudo-labels. A folder;
+    # "auto": .cache beside the run folder (runs/.cache for runs/<name>); null: off.
+    stage_store: str | None = "auto"
 
 
 @dataclass(frozen=True)

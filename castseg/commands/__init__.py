@@ -12,6 +12,7 @@ COMMANDS = {
     "demo": "run CAST end to end on the embedded synthetic world (CPU, a few minutes)",
     "check": "validate a config, its data and teacher, and print the plan of its run",
     "run": "teacher adaptation, knowledge transfer and student refinement from a YAML config",
+    "ablate": "run a grid of config variants over several seeds and tabulate them",
     "eval": "mask AP / AP50 of a results file, a checkpoint, an ONNX model or a config's teacher",
     "predict": "segment images with a checkpoint or an exported ONNX model",
     "export": "export a checkpoint to ONNX (dynamic batch, metadata for predict --onnx)",
@@ -66,3 +67,24 @@ def model_file_kind(path: Path) -> str:
             "(`castseg export` .onnx)"
         )
     return "onnx"
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """ "0,1,2" → (0, 1, 2); argparse's error for an empty list, a non-integer or a repeat."""
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip() or not all(items):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    try:
+        seeds = tuple(int(item) for item in items)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"a seed repeats in {text!r}")
+    return seeds
+
+
+def add_seeds_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """The `--seeds 0,1,2` option: one run per seed."""
+    parser.add_argument("--seeds", type=parse_seeds, default=None, metavar="K,K,...", help=help)

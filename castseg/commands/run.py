@@ -4,6 +4,8 @@ A rerun into the same run.out_dir resumes: finished stages are skipped and an in
 continues from its last checkpoint (Ctrl-C says where it stopped and exits with 130). A different
 config stops with an error once a stage has finished; --restart discards the earlier run.
 `castseg check CONFIG` makes the same checks and prints the plan without training.
+With --seeds 0,1,2 the pipeline runs once per seed into run.out_dir/seed_<k>/
+and run.out_dir/summary.md gives every row as mean ± std over the seeds.
 """
 
 from __future__ import annotations
@@ -11,7 +13,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from castseg.commands import COMMANDS, add_override_argument, check_output_folder
+from castseg.commands import (
+    COMMANDS,
+    add_override_argument,
+    add_seeds_argument,
+    check_output_folder,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,6 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="discard an earlier run in the run folder instead of resuming it",
     )
+    add_seeds_argument(parser, "one run per seed into run.out_dir/seed_<k>/, then a summary")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
@@ -57,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     # Launched by torchrun or SLURM with run.strategy=ddp, every rank runs this function.
     with distributed_session(cfg.run):
         data = load_experiment_data(cfg.data, progress=progress)
+        if args.seeds is not None:
+            return run_seeds_command(cfg, data, args)
         teacher = load_teacher(cfg, data)
         pipeline = CastPipeline(
             cfg, data, Path(cfg.run.out_dir), progress=progress, restart=args.restart
@@ -70,4 +80,23 @@ def run(args: argparse.Namespace) -> int:
             if skipped:
                 print(f"\n{len(skipped)} data records skipped (listed in the report)")
             print(f"\nReport: {outcome.report}")
+    return 0
+
+
+def run_seeds_command(cfg, data, args: argparse.Namespace) -> int:
+    """`--seeds`: the pipeline once per seed, then the summary over seeds."""
+    from castseg.commands.check import load_teacher
+    from castseg.experiments.seeds import run_seeds
+
+    outcome = run_seeds(
+        cfg,
+        args.seeds,
+        data,
+        lambda: load_teacher(cfg, data),
+        progress=not args.no_progress,
+        restart=args.restart,
+        baseline=args.baseline,
+    )
+    if outcome.summary is not None:
+        print(f"\nSummary over seeds {', '.join(map(str, args.seeds))}: {outcome.summary}")
     return 0

@@ -10,10 +10,17 @@ A run is a sequence of stages. Each one, once done, is recorded in the run state
     refine                student refinement                             student.pt
     supervised_baseline   (with `baseline`) the student on D_l alone     student_supervised.pt
 
+The finished run's results table is also written to `results.json`
+(`castseg.experiments.results`), which summaries over seeds read.
+
 A rerun into the same folder skips the finished stages, loading their weights where a later
 stage needs them, and resumes an interrupted stage from its last checkpoint (`train_stage`).
 Wall times are those of the run that finished each stage; a resumed stage counts only its
 last attempt.
+
+With `run.stage_store` set (the default), the teacher stages and the adapted teacher's
+pseudo-labels are taken from the shared stage store when an earlier run computed them from the
+same inputs, and put there otherwise (`castseg.training.stage_store`).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import lightning as L
 from torch import nn
 
 from castseg.config import ExperimentConfig, config_to_dict
+from castseg.experiments.results import write_results
 from castseg.interruption import Interrupted
 from castseg.models.student import build_student
 from castseg.report import CAST_STUDENT, ModelRow, PseudoLabelRow, narrative, write_report
@@ -44,6 +52,14 @@ from castseg.training.run_state import (
     FinishedStage,
     RunState,
     run_fingerprint,
+)
+from castseg.training.stage_store import (
+    ADAPTED_PSEUDO_LABELS,
+    TEACHER_STAGES,
+    SharedTeacherStages,
+    StageStore,
+    store_root,
+    teacher_stage_fingerprint,
 )
 from castseg.training.stages import CastStages, state_fingerprint
 from castseg.training.trainer import StageRun, discard_resume_files
@@ -65,12 +81,14 @@ def parameter_count(model: nn.Module) -> int:
 
 @dataclass
 class PipelineOutcome:
-    """Rows of the results table, the report's path, and the quality of each teacher's
-    pseudo-labels of D_u."""
+    """Rows of the results table, the stages this invocation ran (not skipped or reused), the
+    paths of the report and of results.json, and the quality of each teacher's pseudo-labels."""
 
     rows: list[ModelRow] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
     report: Path | None = None
     pseudo_labels: list[PseudoLabelRow] = field(default_factory=list)
+    results: Path | None = None
 
 
 class CastPipeline:
@@ -100,6 +118,8 @@ class CastPipeline:
         # Weights of skipped stages, loaded only when a stage that runs needs them.
         self._pending: dict[int, tuple[nn.Module, Path]] = {}
         self.resumed: list[str] = []  # stages an earlier run had finished, for the report
+        # Stages taken from the shared stage store: name → the store entry.
+        self.reused: dict[str, Path] = {}
 
     def evaluate(self, name: str, model: nn.Module, wall_s: float) -> ModelRow:
         """Mask AP of `model` on the validation set (NaN without one); appended to the table."""
@@ -137,11 +157,15 @@ class CastPipeline:
         """All three stages from a pretrained `teacher`; `baseline` adds a supervised student."""
         if self.restart:
             self.discard_run()
-        fingerprint = run_fingerprint(self.cfg, state_fingerprint(teacher))
+        teacher_weights = state_fingerprint(teacher)
+        fingerprint = run_fingerprint(self.cfg, teacher_weights)
         self.state = RunState.open(self.out_dir, fingerprint)
         barrier()
         self.stages.run_key = self.state.key
         pretrained = copy.deepcopy(teacher.state_dict())
+        shared = self.shared_stages(teacher_weights)
+        if shared is not None:
+            self.reuse_teacher_stages(shared)
 
         self.stage("teacher_zero_shot", teacher, None, evaluate_as="teacher (zero-shot)")
         self.stage("teacher_finetune", teacher, lambda: self.stages.teacher_finetune(teacher))
@@ -152,6 +176,8 @@ class CastPipeline:
             evaluate_as="teacher (CAST adapted)",
             after=("teacher_finetune",),
         )
+        if shared is not None:
+            self.share_teacher_stages(shared)
         L.seed_everything(self.cfg.run.seed, verbose=False)
         student = self.new_student()
         initial_student = copy.deepcopy(student.state_dict())
@@ -161,6 +187,8 @@ class CastPipeline:
             lambda: self.stages.knowledge_transfer(student, teacher),
             evaluate_as="student (CAST knowledge transfer)",
         )
+        if shared is not None:
+            shared.publish_pseudo_labels()
         self.stage(
             "refine",
             student,
@@ -172,7 +200,52 @@ class CastPipeline:
             self.supervised_baseline(initial_student)
         self._load_pending()
         self.write_report(student)
+        if is_rank_zero():
+            self.outcome.results = write_results(
+                self.out_dir,
+                self.outcome.rows,
+                seed=self.cfg.run.seed,
+                baseline=baseline,
+                fingerprint=self.state.fingerprint,
+            )
         return self.outcome
+
+    def shared_stages(self, teacher_weights: str) -> SharedTeacherStages | None:
+        """The run's view of the shared stage store; None with `run.stage_store: null`."""
+        root = store_root(self.cfg.run)
+        if root is None:
+            return None
+        fingerprint = teacher_stage_fingerprint(self.cfg, teacher_weights)
+        return SharedTeacherStages(StageStore(root), fingerprint, self.out_dir)
+
+    def reuse_teacher_stages(self, shared: SharedTeacherStages) -> None:
+        """Take the teacher stages from the store when this run has none of them yet."""
+        assert self.state is not None
+        if any(self.state.finished(name) is not None for name in TEACHER_STAGES):
+            return  # this run's own (possibly interrupted) teacher adaptation goes on
+        found = shared.fetch_teacher_stages()
+        if found is None:
+            return
+        entry, records = found
+        for record in records:
+            self.state.record(record)
+            self.reused[record.name] = entry
+            if is_rank_zero():  # an interrupted attempt of this run's own is superseded
+                discard_resume_files(self.out_dir, record.name)
+
+    def share_teacher_stages(self, shared: SharedTeacherStages) -> None:
+        """Publish the finished teacher stages, and place the adapted teacher's stored
+        pseudo-labels in the run folder before knowledge transfer needs them."""
+        assert self.state is not None
+        finished = [self.state.finished(name) for name in TEACHER_STAGES]
+        if not self.reused and all(stage is not None for stage in finished):
+            entry = shared.publish_teacher_stages([s for s in finished if s is not None])
+            print(f"Teacher adaptation stored for runs with the same inputs: {entry}")
+        cache = self.out_dir / ADAPTED_PSEUDO_LABELS
+        if self.state.finished("distill") is None and not cache.is_file():
+            entry = shared.fetch_pseudo_labels()
+            if entry is not None:
+                print(f"Pseudo-labels of the adapted teacher reused from {entry}")
 
     def stage(
         self,
@@ -210,6 +283,7 @@ class CastPipeline:
         if name in STAGE_CHECKPOINTS:
             checkpoint = self.save(STAGE_CHECKPOINTS[name], model, name).name
         self.state.record(FinishedStage(name, checkpoint, run.steps, run.skipped_steps, wall, rows))
+        self.outcome.ran.append(name)
         if is_rank_zero():
             discard_resume_files(self.out_dir, name)
 
@@ -220,8 +294,11 @@ class CastPipeline:
             path = self.state.checkpoint_path(done)
             self._pending[id(model)] = (model, path)
             where = f"; its weights are in {path}"
-        print(f"Stage {done.name} finished in an earlier run ({self.state.path}){where}")
-        self.resumed.append(done.name)
+        if done.name in self.reused:
+            print(f"Stage {done.name} reused from the stage store ({self.reused[done.name]})")
+        else:
+            print(f"Stage {done.name} finished in an earlier run ({self.state.path}){where}")
+            self.resumed.append(done.name)
         if done.steps:
             self.stages.runs.append(
                 StageRun(

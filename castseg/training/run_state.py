@@ -13,7 +13,8 @@ an evaluation) and its rows are the results-table rows it produced (AP as null w
 
 The fingerprint is what the run's results depend on: the config without the keys in
 `NEUTRAL_KEYS` (where the run writes, how often it logs and checkpoints, when it gives up on
-non-finite losses, how many loader processes it uses: none of them changes a number) and the
+non-finite losses, how many loader processes it uses, where the shared stage store lies: none of
+them changes a number) and the
 teacher's initial weights. A run into a folder whose state has another fingerprint stops with a
 `RunStateMismatchError` naming the differences; `restart=True` discards the old run instead.
 """
@@ -41,6 +42,7 @@ NEUTRAL_KEYS = (
     "run.max_nonfinite_steps",
     "run.allow_weak_pseudo_labels",  # lets a stopped run go on: its results do not change
     "data.num_workers",
+    "run.stage_store",
 )
 
 
@@ -77,7 +79,7 @@ class FinishedStage:
             "steps": self.steps,
             "skipped_steps": self.skipped_steps,
             "wall_s": self.wall_s,
-            "rows": [_row_to_json(row) for row in self.rows],
+            "rows": [row_to_json(row) for row in self.rows],
         }
 
     @classmethod
@@ -88,7 +90,7 @@ class FinishedStage:
             data["steps"],
             data["skipped_steps"],
             data["wall_s"],
-            [_row_from_json(row) for row in data["rows"]],
+            [row_from_json(row) for row in data["rows"]],
         )
 
 
@@ -198,7 +200,8 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     return found
 
 
-def _row_to_json(row: ModelRow) -> dict[str, Any]:
+def row_to_json(row: ModelRow) -> dict[str, Any]:
+    """A results-table row as JSON data (undefined AP as null)."""
     data = asdict(row)
     for key in ("ap", "ap50"):
         data[key] = None if math.isnan(data[key]) else data[key]
@@ -206,7 +209,9 @@ def _row_to_json(row: ModelRow) -> dict[str, Any]:
     return data
 
 
-def _row_from_json(data: dict[str, Any]) -> ModelRow:
+def row_from_json(data: dict[str, Any]) -> ModelRow:
+    """The row `row_to_json` wrote (null AP as NaN)."""
+
     def number(value: float | None) -> float:
         return math.nan if value is None else float(value)
 

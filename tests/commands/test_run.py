@@ -33,9 +33,11 @@ FAST = [
     "--set", "run.allow_weak_pseudo_labels=true",
 ]  # fmt: skip
 # Long enough a knowledge transfer to be killed in the middle of, with a checkpoint every 4
-# steps; every teacher instance is a pseudo-label, so L_semi has targets; every step is logged.
+# steps; every teacher instance is a pseudo-label, so L_semi has targets; every step is logged;
+# every run computes its stages itself (no shared stage store), so runs can be compared.
 RESUMABLE = [
     *FAST,
+    "--set", "run.stage_store=null",
     "--set", "student.distill_iters=12",
     "--set", "run.checkpoint_every=4",
     "--set", "run.log_every=1",

@@ -1,0 +1,1 @@
+"""Experiments of several runs: one config over seeds, and ablation grids over config values."""
