@@ -1,11 +1,13 @@
 """Run one training stage with Lightning: batches, module, trainer, logs, resumable checkpoints.
 
 A stage saves a Lightning checkpoint to `<out_dir>/<stage>/last.ckpt` every
-`run.checkpoint_every` steps and after its last step. The file is written through
-`castseg.io.atomic_write` (temporary file, fsync, rename), so a kill mid-write leaves the previous
-checkpoint whole. A stage that finds its checkpoint resumes from it; the checkpoint names its
-stage, its length and its run, and one written by anything else is an error, never silently
-trusted. Batches and the module's random draws depend on the step alone
+`run.checkpoint_every` steps and after its last step. Lightning logs a step's row only after the
+step's `on_train_batch_end`, where the checkpoint is taken, so the checkpoint is first written
+whole to `last.ckpt.pending` and renamed onto `last.ckpt` at the next hook, once that row is on
+disk; a kill in between leaves the previous checkpoint, and a rerun drops the pending file. A
+checkpoint thus never runs ahead of its stage's log. A stage that finds its checkpoint resumes
+from it; the checkpoint names its stage, its length and its run, and one written by anything else
+is an error, never silently trusted. Batches and the module's random draws depend on the step alone
 (`castseg.training.batches`), so on CPU a resumed stage trains exactly as an uninterrupted one
 (with the same number of threads). A resumed stage says so ("resuming <stage> from step N/M");
 Ctrl-C (`castseg.interruption`) names the stage, the step and the step of the checkpoint.
@@ -47,6 +49,7 @@ from castseg.training.optim import OptimSettings
 from castseg.training.progress import StageBar, stage_progress
 
 RESUME_CHECKPOINT = "last.ckpt"
+_PENDING = ".pending"
 _LOG = "metrics.csv"
 _LOG_HISTORY = "metrics.before_resume.csv"
 
@@ -77,8 +80,15 @@ def resume_checkpoint(out_dir: Path, name: str) -> Path:
 
 def discard_resume_files(out_dir: Path, name: str) -> None:
     """Remove the resumable checkpoint and log history of stage `name` (finished or abandoned)."""
-    resume_checkpoint(out_dir, name).unlink(missing_ok=True)
+    checkpoint = resume_checkpoint(out_dir, name)
+    checkpoint.unlink(missing_ok=True)
+    _pending(checkpoint).unlink(missing_ok=True)
     (out_dir / name / _LOG_HISTORY).unlink(missing_ok=True)
+
+
+def _pending(checkpoint: Path) -> Path:
+    """Where a checkpoint waits until the log row of its step is written."""
+    return checkpoint.with_name(checkpoint.name + _PENDING)
 
 
 class StageCheckpoint(Callback):
@@ -114,18 +124,33 @@ class StageCheckpoint(Callback):
         step, steps = trainer.global_step, self.identity["steps"]
         if pl_module.nonfinite_streak >= self.max_nonfinite:
             self.save(trainer)
+            self.commit(trainer)
             raise NonFiniteLossError(self._stop_message(pl_module, step, steps))
         if step % self.every == 0 or step == steps:
             self.save(trainer)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.commit(trainer)  # the previous step's row is logged by now
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.commit(trainer)
 
     def save(self, trainer: L.Trainer) -> None:
         # Every rank takes part in save_checkpoint; only rank 0 writes the file. The optimizer
         # and loop states (weights_only=False) are what makes the checkpoint resumable.
         if trainer.is_global_zero:
-            with atomic_write(self.path) as tmp:
+            with atomic_write(_pending(self.path)) as tmp:
                 trainer.save_checkpoint(tmp, weights_only=False)
         else:
             trainer.save_checkpoint(self.path, weights_only=False)
+
+    def commit(self, trainer: L.Trainer) -> None:
+        """Put a pending checkpoint in place (atomically: a rename)."""
+        pending = _pending(self.path)
+        if trainer.is_global_zero and pending.is_file():
+            pending.replace(self.path)
 
     def _stop_message(self, module: CastModule, step: int, steps: int) -> str:
         streak = module.nonfinite_streak
@@ -231,6 +256,8 @@ def train_stage(
         limit_val_batches=0,
         use_distributed_sampler=False,  # the batches shard themselves by rank
     )
+    if trainer.is_global_zero:
+        _pending(checkpoint).unlink(missing_ok=True)  # its step's log row may be missing
     resume = checkpoint.is_file()
     start = _resume_step(checkpoint, identity) if resume else 0
     if trainer.is_global_zero:

@@ -6,6 +6,8 @@ refuses a folder of another run."""
 import json
 import logging
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -24,7 +26,12 @@ from castseg.training.run_state import (
     RunStateMismatchError,
     run_fingerprint,
 )
-from castseg.training.trainer import NonFiniteLossError, resume_checkpoint, train_stage
+from castseg.training.trainer import (
+    NonFiniteLossError,
+    StageCheckpoint,
+    resume_checkpoint,
+    train_stage,
+)
 
 
 class Flaky(nn.Module):
@@ -133,6 +140,24 @@ def test_a_stage_resumed_after_a_crash_ends_like_an_uninterrupted_one(
     assert again.calls == 0
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in reference.state_dict().items())
     assert (tmp_path / "b" / "stage" / "metrics.csv").read_text() == log_a
+
+
+def test_a_checkpoint_is_in_place_only_once_its_steps_log_row_can_be_on_disk(tmp_path):
+    """Lightning logs a step's row after `on_train_batch_end`, where the checkpoint is taken. Put
+    in place there, a kill before the row is written resumes past a row that is never logged (a
+    failure once seen in CI); the checkpoint waits for the next hook instead."""
+
+    def save_checkpoint(path, weights_only):
+        Path(path).write_bytes(b"step 4")
+
+    trainer = SimpleNamespace(is_global_zero=True, save_checkpoint=save_checkpoint)
+    path = tmp_path / "last.ckpt"
+    callback = StageCheckpoint(path, identity={}, every=1, max_nonfinite=3)
+    callback.save(trainer)
+    assert not path.exists()
+    callback.on_train_batch_start(trainer, None, None, 4)
+    assert path.read_bytes() == b"step 4"
+    assert list(tmp_path.iterdir()) == [path]
 
 
 def test_an_unreadable_checkpoint_is_an_error_not_a_fresh_start(synthetic_world, labeled, tmp_path):
