@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 from castseg.cli import main
-from castseg.commands.demo import FULL, DemoPlan, demo_config
 from castseg.config import config_from_dict, config_to_dict, save_config
 from castseg.data.coco import CategoryMap
 from castseg.data.synthetic import generate_world
+from castseg.demo_plan import FULL, DemoPlan, demo_config
 from castseg.demo_teacher import source_teacher
 from castseg.training.checkpoints import save_checkpoint
 

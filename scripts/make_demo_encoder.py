@@ -14,9 +14,9 @@ import shutil
 import time
 from pathlib import Path
 
-from castseg.commands.demo import FULL, demo_config
 from castseg.data.synthetic import generate_world
 from castseg.demo_encoder import SHIPPED_ENCODER, pretrain_encoder
+from castseg.demo_plan import FULL, demo_config
 
 
 def main() -> None:

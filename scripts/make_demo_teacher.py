@@ -12,8 +12,8 @@ import argparse
 import time
 from pathlib import Path
 
-from castseg.commands.demo import FULL, demo_config
 from castseg.data.synthetic import generate_world
+from castseg.demo_plan import FULL, demo_config
 from castseg.demo_teacher import SHIPPED_TEACHER, source_teacher, write_half_precision
 
 

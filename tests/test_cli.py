@@ -13,8 +13,7 @@ from castseg.cli import build_parser, main
 from castseg.commands import COMMANDS
 
 HEAVY = ("torch", "lightning", "transformers", "onnxruntime", "castseg.training")
-# castseg/commands/demo.py imports its pipeline at module level (it is owned elsewhere).
-LIGHT_COMMANDS = sorted(set(COMMANDS) - {"demo"})
+LIGHT_COMMANDS = sorted(COMMANDS)
 
 
 def imported_after(argv: list[str]) -> list[str]:

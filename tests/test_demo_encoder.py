@@ -11,13 +11,13 @@ import pytest
 import torch
 from transformers import AutoImageProcessor, AutoModel, Dinov2Model
 
-from castseg.commands.demo import FULL
 from castseg.demo_encoder import (
     SHIPPED_ENCODER,
     folder_fingerprint,
     save_dinov2_folder,
     source_encoder,
 )
+from castseg.demo_plan import FULL
 from castseg.models.student import build_student
 
 
@@ -67,7 +67,7 @@ def test_a_missing_or_foreign_folder_has_no_fingerprint(tmp_path):
 
 
 def test_a_stale_cache_is_pretrained_again(tmp_path, synthetic_world, encoder_folder, capsys):
-    from castseg.commands.demo import SMOKE, demo_config
+    from castseg.demo_plan import SMOKE, demo_config
 
     _, stale = encoder_folder
     cache = tmp_path / "demo_encoder"

@@ -2,8 +2,8 @@
 
 import torch
 
-from castseg.commands.demo import FULL
 from castseg.data.coco import CategoryMap
+from castseg.demo_plan import FULL
 from castseg.demo_teacher import SHIPPED_TEACHER, TeacherRecipe, write_half_precision
 from castseg.models.student import build_student
 from castseg.training.checkpoints import load_checkpoint, save_checkpoint

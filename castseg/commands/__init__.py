@@ -34,6 +34,14 @@ def add_override_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def apply_threads(threads: int | None) -> None:
+    """Make torch compute with `run.threads` CPU threads; None keeps torch's default."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def check_output_folder(folder: Path, what: str) -> None:
     """ValueError naming `what` when `folder` cannot become a folder: it, or the nearest of its
     parents that exists, is not a folder. Checked before any work, so nothing is half-written."""

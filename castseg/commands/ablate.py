@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from castseg.commands import add_override_argument, add_seeds_argument
+from castseg.commands import add_override_argument, add_seeds_argument, apply_threads
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from castseg.training.distributed import distributed_session
 
     cfg = load_config(args.config, args.overrides)
+    apply_threads(cfg.run.threads)
     axes = [parse_axis(text) for text in args.vary]
     seeds = (0, 1, 2) if args.seeds is None else args.seeds
     plan_grid(cfg, axes, seeds)  # every variant's config checked before anything runs

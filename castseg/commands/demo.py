@@ -4,75 +4,15 @@ The demo's teacher stands in for a vision foundation model: a larger model of th
 family, pretrained on the world's *source* domain only, then adapted to the *target* domain by
 CAST stage 1. It is not MM-Grounding-DINO + SAM2. The student's encoder starts from a stand-in for
 DINOv2 pretraining: a tiny encoder pretrained on the source domain only, which the CAST student
-and the supervised-only baseline share.
+and the supervised-only baseline share. The plans and config live in `castseg.demo_plan`.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 
-from castseg.commands import add_override_argument
-from castseg.config import ExperimentConfig, apply_overrides, builtin_config, load_config
-from castseg.data.synthetic import WorldSpec, generate_world, holds_world
-from castseg.demo_encoder import encoder_recipe, source_encoder
-from castseg.demo_teacher import TeacherRecipe, source_teacher
-from castseg.report import format_console_table, format_pseudo_label_console
-from castseg.training.experiment_data import load_experiment_data
-from castseg.training.pipeline import CastPipeline
-
-STAND_IN = (
-    "The demo's teacher is a stand-in for MM-Grounding-DINO + SAM2: a larger castseg model "
-    "pretrained on the synthetic *source* domain only, never on the target domain. The "
-    "student's encoder (for the CAST student and the supervised-only one alike) stands in for "
-    "DINOv2: a tiny encoder pretrained on the source domain only."
-)
-
-
-@dataclass(frozen=True)
-class DemoPlan:
-    """One demo run: images per world split, labeled target images, the recipes of the teacher
-    and of the student's encoder."""
-
-    counts: dict[str, int]
-    labeled: int
-    teacher: TeacherRecipe
-    encoder: TeacherRecipe
-    overrides: tuple[str, ...] = ()
-
-    @property
-    def world(self) -> WorldSpec:
-        return WorldSpec(counts=dict(self.counts))
-
-
-FULL = DemoPlan(
-    counts={"source_train": 240, "target_train": 240, "target_val": 60},
-    labeled=24,
-    teacher=TeacherRecipe(),
-    encoder=encoder_recipe(),
-)
-SMOKE = DemoPlan(
-    counts={"source_train": 12, "target_train": 12, "target_val": 4},
-    labeled=4,
-    teacher=TeacherRecipe(steps=2, batch_size=2),
-    encoder=TeacherRecipe(size="tiny", steps=2, batch_size=2),
-    overrides=(
-        "teacher.finetune_iters=2",
-        "teacher.selftrain_iters=2",
-        "student.distill_iters=2",
-        "student.refine_iters=2",
-        "teacher.batch_size=2",
-        "student.batch_size=2",
-        "loss.num_points=256",
-        "contrastive.num_negatives=16",
-        "contrastive.max_anchors=64",
-        "run.eval_top_k=10",
-        # a teacher pretrained for 2 steps labels little or nothing: go on, the smoke run only
-        # exercises the code path
-        "run.allow_weak_pseudo_labels=true",
-    ),
-)
+from castseg.commands import add_override_argument, apply_threads, check_output_folder
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -95,29 +35,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def demo_config(
-    out: Path, world: dict[str, Path], plan: DemoPlan, overrides: list[str]
-) -> ExperimentConfig:
-    """The built-in demo config pointed at the generated world, then the user's overrides."""
-    paths = [
-        f"data.labeled_annotations={world['target_train']}",
-        f"data.split={plan.labeled}",
-        "data.unlabeled=null",
-        f"data.val_annotations={world['target_val']}",
-        f"run.out_dir={out}",
-    ]
-    cfg = load_config(builtin_config("demo"), [*paths, *plan.overrides])
-    return apply_overrides(cfg, overrides)
-
-
 def run(args: argparse.Namespace) -> int:
+    from castseg.config import apply_overrides
+    from castseg.data.synthetic import generate_world, holds_world
+    from castseg.demo_encoder import source_encoder
+    from castseg.demo_plan import FULL, SMOKE, STAND_IN, demo_config
+    from castseg.demo_teacher import source_teacher
+    from castseg.report import format_console_table, format_pseudo_label_console
+    from castseg.training.experiment_data import load_experiment_data
+    from castseg.training.pipeline import CastPipeline
+
     plan = SMOKE if args.smoke else FULL
     progress = not args.no_progress
     out = args.out
+    check_output_folder(out, "--out")
     verb = "Reusing" if holds_world(out / "world", plan.world) else "Generating"
     print(f"{verb} the synthetic world in {out / 'world'}")
     world = generate_world(out / "world", plan.world)
     cfg = demo_config(out, world, plan, args.overrides)
+    apply_threads(cfg.run.threads)
     print(STAND_IN)
     if cfg.student.encoder is None:  # unless the user chose an encoder with --set
         encoder = source_encoder(plan.encoder, plan.world, world, cfg, out, progress=progress)

@@ -17,6 +17,7 @@ from castseg.commands import (
     COMMANDS,
     add_override_argument,
     add_seeds_argument,
+    apply_threads,
     check_output_folder,
 )
 
@@ -57,10 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     check_output_folder(Path(cfg.run.out_dir), "run.out_dir")
-    if cfg.run.threads is not None:
-        import torch
-
-        torch.set_num_threads(cfg.run.threads)
+    apply_threads(cfg.run.threads)
     progress = not args.no_progress
     # Launched by torchrun or SLURM with run.strategy=ddp, every rank runs this function.
     with distributed_session(cfg.run):

@@ -18,7 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from castseg.data.convert_common import (
     checked_png,
@@ -28,6 +27,7 @@ from castseg.data.convert_common import (
     require_files,
     require_folder,
 )
+from castseg.progress_bar import progress_bar
 
 # (name, SceneParsing-150 id) of instance-benchmark classes 1..100, in that order; from the
 # benchmark's objectInfo / categoryMapping as Mask2Former ships them
@@ -91,7 +91,7 @@ def convert_split(root: str | Path, split: str, *, progress: bool = True) -> dic
     pairs = find_pairs(root, split)
     images, annotations = [], []
     for image_id, (image_file, png_file) in enumerate(
-        tqdm(pairs, desc=f"ade20k {split}", unit="img", disable=not progress), start=1
+        progress_bar(pairs, desc=f"ade20k {split}", unit="img", enabled=progress), start=1
     ):
         width, height = image_size(image_file)
         pixels = checked_png(png_file, ("RGB",), (width, height))

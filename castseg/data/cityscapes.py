@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as _CITYSCAPES_LABELS
-from tqdm import tqdm
 
 from castseg.data.convert_common import (
     checked_png,
@@ -29,6 +28,7 @@ from castseg.data.convert_common import (
     require_files,
     require_folder,
 )
+from castseg.progress_bar import progress_bar
 
 # Thing classes scored by the official instance evaluation (caravan and trailer are not).
 THING_LABELS = tuple(
@@ -117,7 +117,7 @@ def convert_split(root: str | Path, split: str, *, progress: bool = True) -> dic
     frames = find_frames(root, split)
     images, annotations = [], []
     for image_id, frame in enumerate(
-        tqdm(frames, desc=f"cityscapes {split}", unit="img", disable=not progress), start=1
+        progress_bar(frames, desc=f"cityscapes {split}", unit="img", enabled=progress), start=1
     ):
         width, height = image_size(frame.image_file)
         # column-major, so that every object mask below is too (see mask_annotation)

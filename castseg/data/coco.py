@@ -28,7 +28,6 @@ import torch
 from pycocotools import mask as mask_utils
 from torch import Tensor
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from castseg.config import BadRecordPolicy
 from castseg.data.images import IMAGE_SUFFIXES, check_image_file, load_rgb_image
@@ -39,6 +38,7 @@ from castseg.data.validation import (
     CheckedSegmentation,
     check_segmentation,
 )
+from castseg.progress_bar import progress_bar
 from castseg.structures import Instances
 
 
@@ -396,7 +396,7 @@ def _checked_images(
     desc = (
         f"checking the {progress} set ({name})" if isinstance(progress, str) else f"checking {name}"
     )
-    bar = tqdm(selected, desc=desc, unit="img", disable=not progress, leave=False)
+    bar = progress_bar(selected, desc=desc, unit="img", enabled=bool(progress), leave=False)
     for image_id in bar:
         entry = images[image_id]
         name = f"image {image_id}"

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from castseg.data.coco import CategoryMap
 from castseg.data.images import load_rgb_image
@@ -29,6 +28,7 @@ from castseg.deploy.devices import torch_device
 from castseg.deploy.onnx_runtime import load_onnx_model
 from castseg.evaluation.coco import encode_results
 from castseg.io import atomic_write, atomic_write_json
+from castseg.progress_bar import progress_bar
 from castseg.training.checkpoints import load_checkpoint
 from castseg.training.inference import predict_images
 from castseg.viz import overlay_instances
@@ -117,7 +117,7 @@ def predict_files(
     names = overlay_names(paths)
     summary = PredictionSummary()
     results: list[dict[str, Any]] = []
-    with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
+    with progress_bar(total=len(paths), desc="predict", unit="img", enabled=progress) as bar:
         for start in range(0, len(paths), batch_size):
             ids = range(start + 1, min(start + batch_size, len(paths)) + 1)
             read = [(i, _read_or_skip(paths, i, summary)) for i in ids]

@@ -9,13 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from castseg.data.coco import CategoryMap, CocoInstanceDataset
 from castseg.data.samples import collate_samples
 from castseg.data.views import ResizeView
 from castseg.deploy.predictor import load_deployed_model
 from castseg.evaluation.coco import CocoMetrics, encode_results, evaluate_coco
+from castseg.progress_bar import progress_bar
 from castseg.training.distributed import all_gather_results, is_rank_zero, shard_indices
 from castseg.training.inference import predict_images
 
@@ -60,7 +60,7 @@ def evaluate_model(
         """COCO results of each of this rank's images, in its order."""
         per_image = []
         show = progress and is_rank_zero()
-        with tqdm(total=len(mine), desc=desc, unit="img", disable=not show) as bar:
+        with progress_bar(total=len(mine), desc=desc, unit="img", enabled=show) as bar:
             for samples in loader:
                 outputs = predict_images(model, [s.image for s in samples], view, top_k=top_k)
                 for sample, out in zip(samples, outputs, strict=True):

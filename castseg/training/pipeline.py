@@ -362,6 +362,7 @@ class CastPipeline:
                 self.out_dir / "predictions.png",
                 image_size=tuple(self.cfg.data.image_size),
                 top_k=self.cfg.run.eval_top_k,
+                title=f"{CAST_STUDENT}, first validation images",
             )
         self.outcome.pseudo_labels = read_pseudo_label_rows(self.out_dir)
         self.outcome.report = write_report(

@@ -19,10 +19,12 @@ def save_validation_samples(
     *,
     image_size: tuple[int, int],
     top_k: int,
+    title: str,
     count: int = 4,
     score_threshold: float = 0.5,
 ) -> Path | None:
-    """Write a PNG of the first `count` images: ground truth | prediction. None if no images."""
+    """Write a PNG of the first `count` images: ground truth | prediction, under `title` (which
+    model it shows). None if there are no images."""
     samples = [dataset[i] for i in range(min(count, len(dataset)))]
     if not samples:
         return None
@@ -35,5 +37,5 @@ def save_validation_samples(
         gt = {"masks": sample.instances.masks, "labels": sample.instances.labels}
         rows.append((sample.image, gt, pred))
     return save_prediction_grid(
-        path, rows, list(dataset.categories.names), score_threshold=score_threshold
+        path, rows, list(dataset.categories.names), score_threshold=score_threshold, title=title
     )

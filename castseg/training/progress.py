@@ -16,7 +16,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
-PROGRESS_SECONDS = 30.0
+from castseg.progress_bar import PROGRESS_SECONDS
+
 PROGRESS_LINES = 10  # lines per stage besides the timed ones
 
 

@@ -27,6 +27,7 @@ from castseg.data.samples import ImageRecord, Sample, collate_samples
 from castseg.data.views import ResizeView
 from castseg.interruption import Interrupted
 from castseg.losses.pseudo_labels import filter_pseudo_labels
+from castseg.progress_bar import progress_bar
 from castseg.structures import Instances
 from castseg.training.distributed import (
     all_gather_results,
@@ -184,12 +185,12 @@ def generate_pseudo_labels(
         done = len(dataset) - len(plan.todo) if world_size() == 1 else 0
         if done and is_rank_zero():
             print(f"resuming the pseudo-label cache {path} at image {done}/{len(dataset)}")
-        bar = tqdm(
+        bar = progress_bar(
             total=done + len(mine),
             initial=done,
             desc=f"pseudo-labels {path.stem}" + ("" if world_size() == 1 else " (rank 0's share)"),
             unit="img",
-            disable=not (progress and is_rank_zero()),
+            enabled=progress and is_rank_zero(),
         )
         loader = DataLoader(
             Subset(dataset, mine),

@@ -57,3 +57,13 @@ def test_demo_smoke_end_to_end(tmp_path, capsys):
         assert f"Stage {stage} finished in an earlier run" in printed, stage
     for name in MODELS:
         assert re.search(re.escape(name) + r"\s+\d+\.\d+\s+\S+\s+\S+\s+\d+\.\d", printed), name
+
+
+def test_an_out_that_is_a_file_is_one_line_before_any_work(tmp_path, capsys):
+    some_file = tmp_path / "some_file"
+    some_file.write_text("")
+    assert main(["demo", "--smoke", "--out", str(some_file)]) == 2
+    assert capsys.readouterr().err == (
+        f"castseg demo: error: --out {some_file} is a file; expected a folder\n"
+    )
+    assert some_file.read_text() == ""

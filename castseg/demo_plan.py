@@ -1,0 +1,86 @@
+"""The demo's plans (full and smoke: world size, labeled images, the stand-ins' recipes), the text
+that says what its stand-ins are, and its config pointed at the generated world.
+
+The demo's teacher stands in for a vision foundation model: a larger model of the student's
+family, pretrained on the world's *source* domain only, then adapted to the *target* domain by
+CAST stage 1. It is not MM-Grounding-DINO + SAM2. The student's encoder starts from a stand-in for
+DINOv2 pretraining: a tiny encoder pretrained on the source domain only, which the CAST student
+and the supervised-only baseline share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from castseg.config import ExperimentConfig, apply_overrides, builtin_config, load_config
+from castseg.data.synthetic import WorldSpec
+from castseg.demo_encoder import encoder_recipe
+from castseg.demo_teacher import TeacherRecipe
+
+STAND_IN = (
+    "The demo's teacher is a stand-in for MM-Grounding-DINO + SAM2: a larger castseg model "
+    "pretrained on the synthetic *source* domain only, never on the target domain. The "
+    "student's encoder (for the CAST student and the supervised-only one alike) stands in for "
+    "DINOv2: a tiny encoder pretrained on the source domain only."
+)
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """One demo run: images per world split, labeled target images, the recipes of the teacher
+    and of the student's encoder."""
+
+    counts: dict[str, int]
+    labeled: int
+    teacher: TeacherRecipe
+    encoder: TeacherRecipe
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def world(self) -> WorldSpec:
+        return WorldSpec(counts=dict(self.counts))
+
+
+FULL = DemoPlan(
+    counts={"source_train": 240, "target_train": 240, "target_val": 60},
+    labeled=24,
+    teacher=TeacherRecipe(),
+    encoder=encoder_recipe(),
+)
+SMOKE = DemoPlan(
+    counts={"source_train": 12, "target_train": 12, "target_val": 4},
+    labeled=4,
+    teacher=TeacherRecipe(steps=2, batch_size=2),
+    encoder=TeacherRecipe(size="tiny", steps=2, batch_size=2),
+    overrides=(
+        "teacher.finetune_iters=2",
+        "teacher.selftrain_iters=2",
+        "student.distill_iters=2",
+        "student.refine_iters=2",
+        "teacher.batch_size=2",
+        "student.batch_size=2",
+        "loss.num_points=256",
+        "contrastive.num_negatives=16",
+        "contrastive.max_anchors=64",
+        "run.eval_top_k=10",
+        # a teacher pretrained for 2 steps labels little or nothing: go on, the smoke run only
+        # exercises the code path
+        "run.allow_weak_pseudo_labels=true",
+    ),
+)
+
+
+def demo_config(
+    out: Path, world: dict[str, Path], plan: DemoPlan, overrides: list[str]
+) -> ExperimentConfig:
+    """The built-in demo config pointed at the generated world, then the user's overrides."""
+    paths = [
+        f"data.labeled_annotations={world['target_train']}",
+        f"data.split={plan.labeled}",
+        "data.unlabeled=null",
+        f"data.val_annotations={world['target_val']}",
+        f"run.out_dir={out}",
+    ]
+    cfg = load_config(builtin_config("demo"), [*paths, *plan.overrides])
+    return apply_overrides(cfg, overrides)
