@@ -3,15 +3,20 @@
 The Mask2Former folder is laid out like facebook/mask2former-swin-*-instance on the hub:
 config.json of `Mask2FormerForUniversalSegmentation` and a preprocessor_config.json of
 `Mask2FormerImageProcessor` with those repositories' keys (a fixed "size" of height and width,
-"_max_size", "size_divisor" 32, ...), scaled down.
+"_max_size", "size_divisor" 32, ...), scaled down. The EoMT folder with a processor is laid out as
+the tue-mps/*_eomt_* repositories are saved by transformers: config.json of
+`EomtForUniversalSegmentation` and the preprocessor_config.json that `EomtImageProcessor` writes
+(shortest / longest edge, do_split_image, do_pad), with the fixture's own mean and std.
 """
 
 import json
+import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import (
+    EomtImageProcessorPil,
     Mask2FormerConfig,
     Mask2FormerForUniversalSegmentation,
     SwinConfig,
@@ -88,6 +93,21 @@ def eomt_dir(make_tiny_eomt):
     return make_tiny_eomt(MODEL_LABELS, seed=1)
 
 
+@pytest.fixture(scope="module")
+def eomt_hub_dir(eomt_dir, tmp_path_factory):
+    """The tiny EoMT with the preprocessor_config.json its image processor saves."""
+    path = tmp_path_factory.mktemp("eomt_hub") / "model"
+    shutil.copytree(eomt_dir, path)
+    EomtImageProcessorPil(
+        size={"shortest_edge": 32, "longest_edge": 32},
+        image_mean=PROCESSOR_MEAN,
+        image_std=PROCESSOR_STD,
+    ).save_pretrained(path)
+    saved = json.loads((path / "preprocessor_config.json").read_text())
+    assert saved["image_processor_type"].startswith("EomtImageProcessor")
+    return path
+
+
 def expected_probs(model_logits):
     """Dataset class distribution by summing model probabilities: [..., C'+1] → [..., C+1]."""
     p = model_logits.softmax(-1)
@@ -161,6 +181,18 @@ def test_eomt_uses_patch_tokens_and_imagenet_statistics_without_a_processor(eomt
     assert wide.mask_logits.shape == (1, 4, 11, 16) and wide.embeddings.shape == (1, 8, 3, 4)
     with pytest.raises(ValueError, match="image_size"):
         HFUniversalTeacher(teacher.model, CLASSES, [[3], [1], [2]], input_size=(64, 64))
+
+
+def test_eomt_as_published_normalises_with_its_processor_statistics(eomt_hub_dir):
+    teacher = HFUniversalTeacher.from_pretrained(str(eomt_hub_dir), CLASSES, proj_dim=8).eval()
+    assert teacher.normalisation == {"mean": PROCESSOR_MEAN, "std": PROCESSOR_STD}
+    images = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    mean = torch.tensor(PROCESSOR_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(PROCESSOR_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        pred = teacher(images)
+        raw = teacher.model(pixel_values=(images - mean) / std)
+    torch.testing.assert_close(pred.mask_logits, raw.masks_queries_logits)
 
 
 def test_pooled_labels_sum_their_probabilities(mask2former_dir):
