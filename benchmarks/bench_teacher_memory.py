@@ -1,8 +1,8 @@
 """Memory per image of the paper-size GroundedSAM2 teacher against K boxes, on CPU.
 
-MM-Grounding-DINO-L + SAM2.1-L with random weights (`paper_size`, nothing downloaded), one
-518 × 1036 image. For each K it prints, for a stage-1 training step (the teacher's forward on
-the weak view, the strong view's `embed` of L_pxl, backward):
+MM-Grounding-DINO-L + SAM2.1-L with random weights (`paper_size`, nothing downloaded), a batch
+of `--images` 518 × 1036 images (default 1). For each K it prints, for a stage-1 training step
+(the teacher's forward on the weak view, the strong view's `embed` of L_pxl, backward):
 
 - saved: the bytes autograd keeps for backward (torch.autograd.graph.saved_tensors_hooks, each
   storage once, parameters excluded), what an accelerator holds until backward frees it;
@@ -16,6 +16,9 @@ gradients and optimizer states are not included; the model's parameter bytes are
     OMP_NUM_THREADS=1 python benchmarks/bench_teacher_memory.py --boxes 10 100
     OMP_NUM_THREADS=1 python benchmarks/bench_teacher_memory.py --boxes 100 --mask-chunk 25
     OMP_NUM_THREADS=1 python benchmarks/bench_teacher_memory.py --boxes 100 --mode infer
+    OMP_NUM_THREADS=1 python benchmarks/bench_teacher_memory.py --boxes 100 --images 2
+
+Two batch sizes give the growth per image that a stage-1 step of 4 + 4 images is derived from.
 
 `--trainable` chooses the stage-1 parts (`grounded_sam2_parts.PARTS`); `--mask-chunk` the
 (image, box) pairs per mask-decoder call (default: the teacher's). Run against another checkout
@@ -116,6 +119,7 @@ def main() -> None:
     )
     parser.add_argument("--trainable", nargs="+", default=None, help="stage-1 parts")
     parser.add_argument("--size", type=int, nargs=2, default=[518, 1036], help="H W")
+    parser.add_argument("--images", type=int, default=1, help="images per batch")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -133,10 +137,10 @@ def main() -> None:
         f"paper-size teacher: {parameters / GIB:.2f} GiB of parameters, {trainable / 1e6:.1f}M "
         f"trainable ({', '.join(teacher.trainable)}); mask_chunk "
         f"{getattr(teacher, 'mask_chunk', 'none (one call)')}; "
-        f"image {args.size[0]}x{args.size[1]}, "
+        f"{args.images} image(s) of {args.size[0]}x{args.size[1]}, "
         f"threads {torch.get_num_threads()}"
     )
-    image = torch.rand(1, 3, *args.size, generator=torch.Generator().manual_seed(0))
+    image = torch.rand(args.images, 3, *args.size, generator=torch.Generator().manual_seed(0))
     print("\n| K | mode | saved for backward (GiB) | peak RSS growth (GiB) | time (s) |")
     print("|---|---|---|---|---|")
     for boxes in args.boxes:
