@@ -23,6 +23,7 @@ from castseg.cli import main
 from castseg.config import config_from_dict, config_to_dict, save_config
 from castseg.data.coco import CategoryMap
 from castseg.data.synthetic import generate_world
+from castseg.demo_encoder import source_encoder
 from castseg.demo_plan import FULL, DemoPlan, demo_config
 from castseg.demo_teacher import source_teacher
 from castseg.training.checkpoints import save_checkpoint
@@ -33,6 +34,7 @@ SCALE = DemoPlan(
     counts={"source_train": FULL.counts["source_train"], "target_train": 64, "target_val": 24},
     labeled=8,
     teacher=FULL.teacher,
+    encoder=FULL.encoder,
     overrides=(
         "teacher.finetune_iters=10",
         "teacher.selftrain_iters=20",
@@ -72,9 +74,11 @@ ROWS = {
 
 
 def prepare(out: Path) -> Path:
-    """The world, the stand-in teacher as a checkpoint, and a config that uses them."""
+    """The world, the stand-in teacher as a checkpoint, the stand-in encoder (as the demo's
+    students start from it), and a config that uses them."""
     world = generate_world(out / "world", SCALE.world)
     cfg = demo_config(out, world, SCALE, [])
+    encoder = source_encoder(SCALE.encoder, SCALE.world, world, cfg, out, progress=False)
     teacher = source_teacher(SCALE.teacher, SCALE.world, world, cfg, out, progress=False)
     checkpoint = save_checkpoint(
         out / "teacher_source_checkpoint.pt",
@@ -84,6 +88,7 @@ def prepare(out: Path) -> Path:
     )
     raw = config_to_dict(cfg)
     raw["teacher"]["checkpoint"] = str(checkpoint)
+    raw["student"]["encoder"] = str(encoder)
     raw["run"]["stage_store"] = str(out / ".cache")
     path = out / "bench.yaml"
     save_config(config_from_dict(raw), path)
