@@ -21,7 +21,8 @@ gradients and optimizer states are not included; the model's parameter bytes are
 Two batch sizes give the growth per image that a stage-1 step of 4 + 4 images is derived from.
 
 `--trainable` chooses the stage-1 parts (`grounded_sam2_parts.PARTS`); `--mask-chunk` the
-(image, box) pairs per mask-decoder call (default: the teacher's). Run against another checkout
+(image, box) pairs per mask-decoder call and `--image-chunk` the images per pass (default: the
+teacher's). Run against another checkout
 (PYTHONPATH) the script measures that code's teacher, without `--mask-chunk`.
 """
 
@@ -120,6 +121,9 @@ def main() -> None:
     parser.add_argument("--trainable", nargs="+", default=None, help="stage-1 parts")
     parser.add_argument("--size", type=int, nargs=2, default=[518, 1036], help="H W")
     parser.add_argument("--images", type=int, default=1, help="images per batch")
+    parser.add_argument(
+        "--image-chunk", type=int, default=None, help="images per pass through the sub-models"
+    )
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -131,12 +135,15 @@ def main() -> None:
         )
     if args.mask_chunk is not None:
         teacher.mask_chunk = args.mask_chunk
+    if args.image_chunk is not None:
+        teacher.image_chunk = args.image_chunk
     parameters = sum(p.numel() * p.element_size() for p in teacher.parameters())
     trainable = sum(p.numel() for p in teacher.parameters() if p.requires_grad)
     print(
         f"paper-size teacher: {parameters / GIB:.2f} GiB of parameters, {trainable / 1e6:.1f}M "
         f"trainable ({', '.join(teacher.trainable)}); mask_chunk "
-        f"{getattr(teacher, 'mask_chunk', 'none (one call)')}; "
+        f"{getattr(teacher, 'mask_chunk', 'none (one call)')}; image_chunk "
+        f"{getattr(teacher, 'image_chunk', 'none (the whole batch)')}; "
         f"{args.images} image(s) of {args.size[0]}x{args.size[1]}, "
         f"threads {torch.get_num_threads()}"
     )

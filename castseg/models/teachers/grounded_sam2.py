@@ -37,7 +37,11 @@ Memory: SAM2's mask decoder repeats the image embeddings, their positional embed
 high-resolution maps once per box. The boxes are decoded in chunks of about `mask_chunk`
 (image, box) pairs, the batch's images together; with grad enabled each chunk runs under
 activation checkpointing, so a training step keeps one chunk's decoder activations at a time
-instead of B · K boxes' worth. The result is the same computation.
+instead of B · K boxes' worth. The frozen encoders' activations are transient but large (about
+4 GiB per 518 × 1036 image at paper size, fp32, measured on CPU): the batch goes through the
+whole teacher `image_chunk` images at a time (default 1), so that transient is one image's
+whatever the batch, and only what backward needs accumulates over the batch. Both chunkings are
+the same computation.
 
 Build from pretrained weights with `GroundedSAM2Teacher.from_pretrained`; rebuild a saved one with
 `build_grounded_sam2(**config_without_architecture)` followed by `load_state_dict`.
@@ -92,6 +96,7 @@ DEFAULT_DETECTOR = "openmmlab-community/mm_grounding_dino_large_all"
 DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-large"
 ARCHITECTURE = "grounded_sam2"
 DEFAULT_MASK_CHUNK = 10  # (image, box) pairs per mask-decoder call (module doc, BENCHMARKS.md)
+DEFAULT_IMAGE_CHUNK = 1  # images per pass through the sub-models (module doc, BENCHMARKS.md)
 _PROBABILITY_FLOOR = 1e-6  # keeps log-probabilities finite
 
 
@@ -134,6 +139,8 @@ class GroundedSAM2Teacher(nn.Module):
             sub-models' processors, for [0, 1] RGB.
         mask_chunk: (image, box) pairs SAM2's mask decoder takes per call, at least one box
             per image (memory, not results).
+        image_chunk: images of a batch that go through the sub-models together (memory, not
+            results).
     """
 
     def __init__(
@@ -148,10 +155,13 @@ class GroundedSAM2Teacher(nn.Module):
         detector_size: Sequence[int] = (800, 1333),
         normalisation: dict[str, dict[str, list[float]]],
         mask_chunk: int = DEFAULT_MASK_CHUNK,
+        image_chunk: int = DEFAULT_IMAGE_CHUNK,
     ) -> None:
         super().__init__()
         if mask_chunk < 1:
             raise ValueError(f"mask_chunk must be a positive number of boxes, got {mask_chunk}")
+        if image_chunk < 1:
+            raise ValueError(f"image_chunk must be a positive number of images, got {image_chunk}")
         num_queries = detector.config.num_queries
         if not 1 <= num_boxes <= num_queries:
             raise ValueError(
@@ -176,6 +186,7 @@ class GroundedSAM2Teacher(nn.Module):
         segmenter.mask_decoder.dynamic_multimask_via_stability = False
         self.segmenter = segmenter
         self.mask_chunk = int(mask_chunk)
+        self.image_chunk = int(image_chunk)
         hidden = segmenter.config.vision_config.fpn_hidden_size
         self.head = ProjectionHead(hidden, hidden, proj_dim)
         self.class_names = tuple(name for chunk in chunks for name in chunk.class_names)
@@ -231,6 +242,7 @@ class GroundedSAM2Teacher(nn.Module):
         detector_size: Sequence[int] | None = None,
         segmenter_size: int | None = None,
         mask_chunk: int = DEFAULT_MASK_CHUNK,
+        image_chunk: int = DEFAULT_IMAGE_CHUNK,
     ) -> GroundedSAM2Teacher:
         """Load both models, their processors' settings and the detector's tokenizer.
 
@@ -246,7 +258,7 @@ class GroundedSAM2Teacher(nn.Module):
             segmenter_size: SAM2's square input size; None for the model's own (1024 for the
                 released models). Another size rescales SAM2's feature maps (a multiple of 32
                 for the Hiera models).
-            num_boxes, trainable, proj_dim, mask_chunk: as in the constructor.
+            num_boxes, trainable, proj_dim, mask_chunk, image_chunk: as in the constructor.
 
         Raises FileNotFoundError / ValueError naming the path for a missing directory or one
         that holds no (or the wrong kind of) model; OSError naming the source when transformers
@@ -290,6 +302,7 @@ class GroundedSAM2Teacher(nn.Module):
             proj_dim=proj_dim,
             detector_size=detector_size,
             mask_chunk=mask_chunk,
+            image_chunk=image_chunk,
             normalisation={
                 "detector": processor_normalisation(detector_settings, detector_source, "detector"),
                 "segmenter": processor_normalisation(
@@ -316,6 +329,18 @@ class GroundedSAM2Teacher(nn.Module):
         """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W], got shape {tuple(images.shape)}")
+        parts = [self._predict(part) for part in images.split(self.image_chunk)]
+        if len(parts) == 1:
+            return parts[0]
+        return Predictions(
+            mask_logits=torch.cat([part.mask_logits for part in parts]),
+            class_logits=torch.cat([part.class_logits for part in parts]),
+            embeddings=torch.cat([part.embeddings for part in parts]),
+            boxes=torch.cat([part.boxes for part in parts]),
+        )
+
+    def _predict(self, images: Tensor) -> Predictions:
+        """`forward` of images that go through the sub-models together."""
         batch = images.shape[0]
         height, width = int(images.shape[2]), int(images.shape[3])
         detector_hw = get_size_with_aspect_ratio((height, width), *self.detector_size)
@@ -352,7 +377,12 @@ class GroundedSAM2Teacher(nn.Module):
     def embed(self, images: Tensor) -> Tensor:
         """The `embeddings` of `forward(images)` alone: SAM2's image encoder and the projection
         head, without the detector and the mask decoder (what L_pxl needs of the strong view)."""
-        return self.head(self._segmenter_features(images)[-1])
+        return torch.cat(
+            [
+                self.head(self._segmenter_features(part)[-1])
+                for part in images.split(self.image_chunk)
+            ]
+        )
 
     def _segmenter_features(self, images: Tensor) -> list[Tensor]:
         """SAM2's three feature maps [B, C, h, w] (strides 4, 8, 16) as `Sam2Model.forward`
@@ -440,6 +470,7 @@ class GroundedSAM2Teacher(nn.Module):
             "trainable": list(self.trainable),
             "proj_dim": self.proj_dim,
             "mask_chunk": self.mask_chunk,
+            "image_chunk": self.image_chunk,
             "text_length": int(self.input_ids.shape[1]),
             "prompt_chunks": list(self.prompt_chunks),
             "normalisation": {role: dict(stats) for role, stats in self.normalisation.items()},
@@ -461,6 +492,7 @@ def build_grounded_sam2(
     text_length: int,
     normalisation: dict[str, dict[str, list[float]]],
     mask_chunk: int = DEFAULT_MASK_CHUNK,
+    image_chunk: int = DEFAULT_IMAGE_CHUNK,
     prompt_chunks: Sequence[int] | None = None,
 ) -> GroundedSAM2Teacher:
     """A teacher with random weights and zero prompt tokens, from `config_dict()` data.
@@ -495,4 +527,5 @@ def build_grounded_sam2(
         detector_size=detector_size,
         normalisation=normalisation,
         mask_chunk=mask_chunk,
+        image_chunk=image_chunk,
     )

@@ -98,7 +98,10 @@ def tiny_detector_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_d
     config = MMGroundingDinoConfig(
         backbone_config=swin,
         text_config=bert,
-        d_model=32,
+        # 64 channels: the neck's GroupNorm(32, d_model) then has 2 per group, so the 1 × 1
+        # stride-64 map of a small image also normalises when the teacher takes one image at a
+        # time (the real model's 256 channels have 8).
+        d_model=64,
         encoder_layers=1,
         decoder_layers=2,
         encoder_ffn_dim=64,

@@ -288,6 +288,32 @@ def test_masks_decoded_in_checkpointed_chunks_equal_one_call(tiny_detector_dir, 
         load(tiny_detector_dir, tiny_segmenter_dir, mask_chunk=0)
 
 
+def test_a_batch_taken_image_by_image_equals_one_pass(tiny_detector_dir, tiny_segmenter_dir):
+    # image_chunk bounds the frozen encoders' transient activations to one image's (module doc).
+    together = load(tiny_detector_dir, tiny_segmenter_dir, image_chunk=3)
+    alone = load(tiny_detector_dir, tiny_segmenter_dir)
+    assert alone.image_chunk == 1 and alone.config_dict()["image_chunk"] == 1
+    alone.load_state_dict(together.state_dict())
+    x = images(batch=3, seed=7)
+    outputs = []
+    for teacher in (together, alone):
+        teacher.train()
+        teacher.detector.eval()
+        pred = teacher(x)
+        strong = teacher.embed(x.flip(-1))
+        (pred.mask_logits.sum() + pred.class_logits.sum() + strong.sum()).backward()
+        outputs.append(
+            (pred, strong, teacher.segmenter.mask_decoder.upscale_conv1.weight.grad.clone())
+        )
+    (pred_a, strong_a, grad_a), (pred_b, strong_b, grad_b) = outputs
+    for name in ("mask_logits", "class_logits", "embeddings", "boxes"):
+        torch.testing.assert_close(getattr(pred_a, name), getattr(pred_b, name))
+    torch.testing.assert_close(strong_a, strong_b)
+    torch.testing.assert_close(grad_a, grad_b)
+    with pytest.raises(ValueError, match="image_chunk must be a positive"):
+        load(tiny_detector_dir, tiny_segmenter_dir, image_chunk=0)
+
+
 def test_a_bf16_checkpoint_loads_in_float32(tiny_detector_dir, tiny_segmenter_dir, tmp_path):
     # Hub copies are often saved in bf16; a teacher in bf16 would meet float32 pixels.
     half = tmp_path / "sam2_bf16"
