@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import warnings
 
@@ -47,6 +48,10 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
+    if not sys.stderr.isatty():
+        # transformers' own bars ("Loading weights") would write carriage-return frames into a
+        # redirected log; it reads this before its first import, which commands delay.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # Lightning's start-up banners (accelerators found, logger tips) are noise on the terminal.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     formatter = warnings.formatwarning
