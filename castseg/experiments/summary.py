@@ -137,9 +137,15 @@ def format_per_seed_table(rows: Sequence[SummaryRow]) -> str:
 
 
 def plot_ap_spread(rows: Sequence[SummaryRow], path: str | Path) -> Path:
-    """Grouped bars of mean maskAP and AP50 per model with ± one standard deviation."""
+    """Grouped bars of mean maskAP and AP50 per model with ± one standard deviation, saved."""
     if not rows:
         raise ValueError(f"plot_ap_spread({path}): rows is empty, no model to draw")
+    return save_figure(ap_spread_figure(rows), path)
+
+
+def ap_spread_figure(rows: Sequence[SummaryRow]) -> Figure:
+    """The figure of `plot_ap_spread`: per model, a maskAP and an AP50 bar at the mean, with an
+    error bar from mean − std to mean + std."""
     x = np.arange(len(rows))
     width = 0.38
     fig = Figure(figsize=(max(4.0, 1.4 * len(rows) + 1.5), 3.6), layout="constrained")
@@ -172,7 +178,7 @@ def plot_ap_spread(rows: Sequence[SummaryRow], path: str | Path) -> Path:
     ax.legend(loc="upper center", ncols=2, frameon=False)
     ax.set_title("Mask AP per model over seeds")
     ax.grid(axis="y", alpha=0.3)
-    return save_figure(fig, path)
+    return fig
 
 
 def curve_spread(

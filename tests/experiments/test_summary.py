@@ -6,10 +6,12 @@ import math
 
 import numpy as np
 import pytest
+from matplotlib.container import BarContainer
 
 from castseg.experiments.results import read_results, write_results
 from castseg.experiments.summary import (
     Spread,
+    ap_spread_figure,
     curve_spread,
     plot_loss_spread,
     summarise,
@@ -57,6 +59,18 @@ def test_mean_and_sample_std_match_a_hand_computation(tmp_path):
     assert "| teacher (CAST adapted) | 2.00 | 13.0 ± 3.6 | 30.0 ± 0.0 | 11.0 ± 1.0 |" in markdown
     assert "| student (CAST refined) | maskAP | 20.0 | 21.0 | 25.0 |" in markdown
     assert (tmp_path / "summary_ap.png").stat().st_size > 0
+
+
+def test_the_ap_plot_draws_each_mean_with_an_error_bar_of_one_std(tmp_path):
+    runs = [write_seed(tmp_path, k, 10.0, ap) for k, ap in enumerate((20.0, 21.0, 25.0))]
+    axes = ap_spread_figure(summarise(runs)).axes[0]
+    ap_bars = [c for c in axes.containers if isinstance(c, BarContainer)][0]  # maskAP, then AP50
+    assert [bar.get_height() for bar in ap_bars] == pytest.approx([10.0, 22.0])
+    (lines,) = ap_bars.errorbar.lines[2]
+    teacher, student = lines.get_segments()
+    assert teacher[:, 1] == pytest.approx([10.0, 10.0])  # the same AP in every seed: std 0
+    # the student: mean 22, sample std √7 (deviations −2, −1, 3)
+    assert student[:, 1] == pytest.approx([22.0 - math.sqrt(7.0), 22.0 + math.sqrt(7.0)])
 
 
 def test_one_seed_has_no_spread_and_an_undefined_value_stays_undefined(tmp_path):
