@@ -1,12 +1,6 @@
 """The demo's plans (full and smoke: world size, labeled images, the stand-ins' recipes), the text
-that says what its stand-ins are, and its config pointed at the generated world.
-
-The demo's teacher stands in for a vision foundation model: a larger model of the student's
-family, pretrained on the world's *source* domain only, then adapted to the *target* domain by
-CAST stage 1. It is not MM-Grounding-DINO + SAM2. The student's encoder starts from a stand-in for
-DINOv2 pretraining: a tiny encoder pretrained on the source domain only, which the CAST student
-and the supervised-only baseline share.
-"""
+that says what its stand-ins are, and its config pointed at the generated world. What the
+stand-ins stand in for: `castseg.commands.demo`."""
 
 from __future__ import annotations
 
