@@ -84,6 +84,19 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class ContrastiveConfig:
+    """The pixel-wise contrastive loss L_pxl and its negative sampler (Table 4)."""
+
+    temperature: float = _checked(0.2, _POSITIVE)
+    num_negatives: int = _checked(256, _POSITIVE)
+    mode: ContrastiveMode = "fusion"
+    score: ScoreTransform = "identity"
+    margin: float | None = _checked(None, _NON_NEGATIVE)  # hinge variant instead of InfoNCE
+    max_anchors: int | None = _checked(None, _POSITIVE)  # anchors subsampled per batch
+    memory_bank: int = _checked(0, _NON_NEGATIVE)  # past embeddings kept as extra negatives
+
+
+@dataclass(frozen=True)
 class TeacherSource:
     """Which teacher model, and where its weights come from (hub ids or local directories).
 
@@ -127,6 +140,10 @@ class TeacherConfig(TeacherSource):
     gamma: float = _checked(0.1, _POSITIVE)
     finetune_iters: int = _checked(1000, _NON_NEGATIVE)
     selftrain_iters: int = _checked(5000, _NON_NEGATIVE)
+    # L_pxl's settings in stage 1; null: the top-level `contrastive` section's. Keys left out
+    # take the top-level section's values, so `teacher.contrastive: {}` pins stage 1 to them
+    # while `contrastive` varies for the student (`castseg ablate --student-only`).
+    contrastive: ContrastiveConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -170,19 +187,6 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
-class ContrastiveConfig:
-    """The pixel-wise contrastive loss L_pxl and its negative sampler (Table 4)."""
-
-    temperature: float = _checked(0.2, _POSITIVE)
-    num_negatives: int = _checked(256, _POSITIVE)
-    mode: ContrastiveMode = "fusion"
-    score: ScoreTransform = "identity"
-    margin: float | None = _checked(None, _NON_NEGATIVE)  # hinge variant instead of InfoNCE
-    max_anchors: int | None = _checked(None, _POSITIVE)  # anchors subsampled per batch
-    memory_bank: int = _checked(0, _NON_NEGATIVE)  # past embeddings kept as extra negatives
-
-
-@dataclass(frozen=True)
 class RunConfig:
     """Where outputs go and how Lightning runs."""
 
@@ -221,6 +225,11 @@ class ExperimentConfig:
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
+    @property
+    def teacher_contrastive(self) -> ContrastiveConfig:
+        """L_pxl's settings in stage 1 (teacher adaptation)."""
+        return self.contrastive if self.teacher.contrastive is None else self.teacher.contrastive
+
 
 class _YamlLoader(yaml.SafeLoader):
     """SafeLoader that reads 1e-4 as a float (YAML 1.2); plain PyYAML reads it as a string."""
@@ -252,9 +261,20 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
 def config_from_dict(raw: Any) -> ExperimentConfig:
     """Build and check a config from plain data (as read from YAML): every value's type and
     range, then what depends on several keys (`check_consistency`)."""
-    cfg = _build(ExperimentConfig, raw, "")
+    cfg = _build(ExperimentConfig, _with_teacher_contrastive(raw), "")
     check_consistency(cfg)
     return cfg
+
+
+def _with_teacher_contrastive(raw: Any) -> Any:
+    """`raw` with the keys that teacher.contrastive leaves out taken from `contrastive`."""
+    teacher = raw.get("teacher") if isinstance(raw, dict) else None
+    pinned = teacher.get("contrastive") if isinstance(teacher, dict) else None
+    if not isinstance(pinned, dict):
+        return raw
+    top = raw.get("contrastive")
+    merged = {**(top if isinstance(top, dict) else {}), **pinned}
+    return {**raw, "teacher": {**teacher, "contrastive": merged}}
 
 
 def check_consistency(cfg: ExperimentConfig) -> None:
@@ -332,7 +352,9 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Iterable[str]) -> Experime
         *sections, last = key.split(".")
         node = raw
         for depth, part in enumerate(sections):
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # a section left null (e.g. teacher.contrastive)
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 prefix = ".".join(sections[: depth + 1])
                 raise ConfigError(f"cannot set '{key}': '{prefix}' is a value, not a section")
@@ -390,6 +412,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if any(value == a and type(value) is type(a) for a in get_args(tp)):
             return value
     elif origin in (Union, types.UnionType):
+        sections = [arm for arm in get_args(tp) if dataclasses.is_dataclass(arm)]
+        if sections and isinstance(value, dict):  # an optional section: errors name its keys
+            return _build(sections[0], value, key)
         # Try the arm of the value's own type first, so an int stays an int in `float | int`.
         for arm in sorted(get_args(tp), key=lambda a: a is not type(value)):
             try:

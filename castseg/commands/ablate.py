@@ -5,7 +5,9 @@ run.out_dir/<variant>/seed_<k>/ (resumable, like `castseg run`), and run.out_dir
 gives a row per variant: the refined student's maskAP and AP50 as mean ± std over the seeds,
 plus the adapted teacher's where the variants change it. Variants that change only student
 settings share one teacher adaptation per seed through the shared stage store
-(run.stage_store). Every variant's config is checked before anything runs.
+(run.stage_store). The contrastive settings are stage-1 inputs too, so their variants re-adapt
+the teacher; with --student-only the teacher adapts with the base config's contrastive settings
+and only knowledge transfer varies. Every variant's config is checked before anything runs.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="also train the supervised-only student of every run, for comparison",
     )
     parser.add_argument(
+        "--student-only",
+        action="store_true",
+        help="the varied contrastive.* settings apply to knowledge transfer only; the teacher "
+        "adapts with the base config's (teacher.contrastive pinned), once per seed",
+    )
+    parser.add_argument(
         "--restart",
         action="store_true",
         help="discard earlier runs in the variants' folders instead of resuming them",
@@ -56,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(cfg.run.threads)
     axes = [parse_axis(text) for text in args.vary]
     seeds = (0, 1, 2) if args.seeds is None else args.seeds
-    plan_grid(cfg, axes, seeds)  # every variant's config checked before anything runs
+    # every variant's config checked before anything runs
+    plan_grid(cfg, axes, seeds, student_only=args.student_only)
     with distributed_session(cfg.run):
         ablation = run_ablation(
             cfg,
@@ -65,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             restart=args.restart,
             baseline=args.baseline,
+            student_only=args.student_only,
         )
     if ablation is not None:
         print()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from castseg.config import ExperimentConfig, config_to_dict
+from castseg.config import ConfigError, ExperimentConfig, config_to_dict
 from castseg.experiments.results import RunResults
 from castseg.experiments.seeds import run_seeds
 from castseg.experiments.summary import Spread, find_row, markdown_row, summarise
@@ -57,18 +57,32 @@ class Ablation:
 
 
 def plan_grid(
-    cfg: ExperimentConfig, axes: list[Axis], seeds: Sequence[int]
+    cfg: ExperimentConfig, axes: list[Axis], seeds: Sequence[int], *, student_only: bool = False
 ) -> tuple[list[Variant], list[ExperimentConfig]]:
-    """Every variant and its config, each checked before anything runs."""
+    """Every variant and its config, each checked before anything runs.
+
+    student_only: stage 1 keeps the base config's L_pxl settings (teacher.contrastive pinned
+    to them), so a varied `contrastive.*` key changes knowledge transfer only; ConfigError when
+    a varied key still changes the teacher stages.
+    """
     if not seeds:
         raise ValueError("no seeds given: pass e.g. --seeds 0,1,2")
     variants = grid_variants(axes)
+    if student_only and cfg.teacher.contrastive is None:
+        cfg = replace(cfg, teacher=replace(cfg.teacher, contrastive=cfg.contrastive))
     out_dir = Path(cfg.run.out_dir)
     root = store_root(cfg.run)
     configs = [
         replace(c, run=replace(c.run, stage_store=None if root is None else str(root)))
         for c in variant_configs(cfg, variants, out_dir)
     ]
+    if student_only:
+        for axis in axes:
+            if teachers_differ(variant_configs(cfg, grid_variants([axis]), out_dir)):
+                raise ConfigError(
+                    f"--student-only: --vary {axis.key} changes the teacher stages too (it is a "
+                    "stage-1 input); vary it without --student-only"
+                )
     return variants, configs
 
 
@@ -86,9 +100,10 @@ def run_ablation(
     progress: bool = True,
     restart: bool = False,
     baseline: bool = False,
+    student_only: bool = False,
 ) -> Ablation | None:
     """Run the grid; write ablation.md/.json into cfg.run.out_dir. The table on rank 0."""
-    variants, configs = plan_grid(cfg, axes, seeds)
+    variants, configs = plan_grid(cfg, axes, seeds, student_only=student_only)
     differ = teachers_differ(configs)
     data_by_config: dict[str, ExperimentData] = {}
     sources: Counter[str] = Counter()

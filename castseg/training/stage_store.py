@@ -2,7 +2,8 @@
 
 The teacher stages (zero-shot evaluation, fine-tuning, self-training) and the adapted teacher's
 pseudo-labels depend only on the data, the teacher, the seed and the stage-1 loss and
-contrastive settings. `teacher_stage_fingerprint` digests exactly those (plus how the run
+contrastive settings (`ExperimentConfig.teacher_contrastive`). `teacher_stage_fingerprint`
+digests exactly those (plus how the run
 computes: precision, devices, evaluation top-k, the castseg version), so two runs that differ
 only in student settings (or λ_semi, which stage 1 does not use) share them. Layout under
 `run.stage_store` (default "auto": `.cache` beside the run folder, so `runs/.cache/` for
@@ -64,15 +65,18 @@ def teacher_stage_fingerprint(cfg: ExperimentConfig, teacher_weights: str) -> di
     config = config_to_dict(cfg)
     data = {k: v for k, v in config["data"].items() if k != "num_workers"}
     loss = {k: v for k, v in config["loss"].items() if k != "lambda_semi"}  # stage 1 uses 1
+    # stage 1's L_pxl settings, however they are written (teacher.contrastive or contrastive)
+    teacher = {k: v for k, v in config["teacher"].items() if k != "contrastive"}
+    contrastive = config["teacher"]["contrastive"] or config["contrastive"]
     return {
         "format": STORE_FORMAT,
         "castseg": __version__,
         "data": data,
         "data_files": data_files_digest(cfg.data),
-        "teacher": config["teacher"],
+        "teacher": teacher,
         "teacher_weights": teacher_weights,
         "loss": loss,
-        "contrastive": config["contrastive"],
+        "contrastive": contrastive,
         "run": {key: config["run"][key] for key in _RUN_KEYS},
     }
 

@@ -69,9 +69,11 @@ class CastStages:
         if teacher:
             optim = OptimSettings.for_teacher(self.cfg.teacher)
             batch_size = self.cfg.teacher.batch_size
+            contrastive = self.cfg.teacher_contrastive
         else:
             optim = OptimSettings.for_student(self.cfg.student)
             batch_size = self.cfg.student.batch_size
+            contrastive = self.cfg.contrastive
         run = train_stage(
             name,
             model,
@@ -82,6 +84,7 @@ class CastStages:
             weights=weights,
             steps=steps,
             optim=optim,
+            contrastive=contrastive,
             batch_size=batch_size,
             out_dir=self.out_dir,
             progress=self.progress,

@@ -37,7 +37,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 from torch.utils.data import Dataset
 
-from castseg.config import ExperimentConfig
+from castseg.config import ContrastiveConfig, ExperimentConfig
 from castseg.data.samples import Sample
 from castseg.data.views import WeakView
 from castseg.interruption import Interrupted
@@ -178,6 +178,7 @@ def train_stage(
     weights: StageWeights,
     steps: int,
     optim: OptimSettings,
+    contrastive: ContrastiveConfig,
     batch_size: int,
     out_dir: Path,
     progress: bool = True,
@@ -187,9 +188,11 @@ def train_stage(
 
     Each step draws `batch_size` labeled images and, when λ_semi > 0, `batch_size`
     pseudo-labeled ones (with replacement, so a stage is a fixed number of iterations as in
-    the paper). The stage resumes from out_dir/name/last.ckpt when there is one; run_key names
-    the run it must belong to (None outside a `castseg run`). A `NonFiniteLossError` stops the
-    stage after `cfg.run.max_nonfinite_steps` consecutive non-finite steps.
+    the paper). `optim`, `contrastive` and `batch_size` are the teacher's or the student's
+    settings (`CastStages.train`). The stage resumes from out_dir/name/last.ckpt when there is
+    one; run_key names the run it must belong to (None outside a `castseg run`). A
+    `NonFiniteLossError` stops the stage after `cfg.run.max_nonfinite_steps` consecutive
+    non-finite steps.
     """
     log_dir = out_dir / name
     if steps == 0:
@@ -213,7 +216,7 @@ def train_stage(
         model,
         num_classes=num_classes,
         loss=cfg.loss,
-        contrastive=cfg.contrastive,
+        contrastive=contrastive,
         weights=weights,
         optim=optim,
         steps=steps,

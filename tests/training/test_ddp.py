@@ -139,6 +139,7 @@ def worker(config_path: Path) -> None:
             weights=StageWeights(0.0, cfg.loss.lambda_pxl),
             steps=TRAIN_STEPS,
             optim=OptimSettings.for_student(cfg.student),
+            contrastive=cfg.contrastive,
             batch_size=cfg.student.batch_size,
             out_dir=out,
             progress=False,

@@ -39,6 +39,7 @@ def refine(world, out_dir, steps):
         weights=StageWeights(0.0, 0.0),
         steps=steps,
         optim=OptimSettings.for_student(cfg.student),
+        contrastive=cfg.contrastive,
         batch_size=2,
         out_dir=out_dir,
         progress=True,

@@ -94,6 +94,7 @@ def train(model, cfg, labeled, out_dir, *, steps, weights, run_key="run-a"):
         weights=weights,
         steps=steps,
         optim=OptimSettings.for_student(cfg.student),
+        contrastive=cfg.contrastive,
         batch_size=2,
         out_dir=out_dir,
         progress=False,
