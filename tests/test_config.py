@@ -138,6 +138,35 @@ def test_overrides():
         apply_overrides(cfg, ["student.lr_decoder"])
 
 
+def test_teacher_contrastive_takes_the_keys_it_leaves_out_from_the_top_level_section(tmp_path):
+    cfg = apply_overrides(minimal(), ["contrastive.num_negatives=64", "contrastive.mode=uniform"])
+    assert cfg.teacher.contrastive is None and cfg.teacher_contrastive is cfg.contrastive
+    own = apply_overrides(cfg, ["teacher.contrastive.mode=mask_only"])  # a null section is set
+    assert own.teacher_contrastive == ContrastiveConfig(num_negatives=64, mode="mask_only")
+    assert own.contrastive == ContrastiveConfig(num_negatives=64, mode="uniform")
+    # {} pins stage 1 to the current settings; the top-level section then varies alone.
+    pinned = apply_overrides(cfg, ["teacher.contrastive={}"])
+    assert pinned.teacher_contrastive == cfg.contrastive
+    varied = apply_overrides(pinned, ["contrastive.mode=fusion", "contrastive.score=sqrt"])
+    assert varied.teacher_contrastive == cfg.contrastive
+    assert (varied.contrastive.mode, varied.contrastive.score) == ("fusion", "sqrt")
+    written = load_config(
+        write(
+            tmp_path,
+            "data: {labeled_annotations: a.json}\n"
+            "contrastive: {temperature: 0.1, memory_bank: 32}\n"
+            "teacher: {contrastive: {memory_bank: 0}}\n",
+        )
+    )
+    assert written.teacher_contrastive == ContrastiveConfig(temperature=0.1, memory_bank=0)
+    save_config(written, tmp_path / "again.yaml")
+    assert load_config(tmp_path / "again.yaml") == written
+    with pytest.raises(ConfigError, match=r"unknown key 'teacher\.contrastive\.modes'"):
+        apply_overrides(cfg, ["teacher.contrastive.modes=uniform"])
+    with pytest.raises(ConfigError, match=r"teacher\.contrastive\.mode: expected one of "):
+        apply_overrides(cfg, ["teacher.contrastive={mode: fused}"])
+
+
 def test_save_load_round_trip(tmp_path):
     cfg = apply_overrides(minimal(), ["data.split=0.1", "run.seed=3", "student.size=tiny"])
     path = tmp_path / "out" / "config.yaml"

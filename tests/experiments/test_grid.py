@@ -6,7 +6,7 @@ import json
 import pytest
 
 from castseg.cli import main
-from castseg.config import load_config
+from castseg.config import ConfigError, load_config
 from castseg.experiments.grid import plan_grid, teachers_differ
 from castseg.experiments.variants import parse_axis
 
@@ -48,6 +48,20 @@ def test_a_student_only_grid_adapts_the_teacher_once_per_seed(tiny_experiment, f
     assert json.loads((out / "ablation.json").read_text())["teacher_sources"] == {"earlier": 4}
 
 
+def test_student_only_contrastive_variants_share_the_teacher(tiny_experiment, fast_args):
+    config, out, _ = tiny_experiment
+    args = ["ablate", str(config), "--no-progress", *fast_args, "--seeds", "0", "--student-only"]
+    assert main([*args, "--vary", "contrastive.mode=uniform,fusion"]) == 0
+    ablation = json.loads((out / "ablation.json").read_text())
+    assert ablation["teacher_sources"] == {"computed": 1, "stored": 1}
+    assert ablation["teachers_differ"] is False
+    for mode in ("uniform", "fusion"):
+        state = json.loads((out / f"contrastive.mode={mode}/seed_0/run_state.json").read_text())
+        config_of_run = state["fingerprint"]["config"]
+        assert config_of_run["contrastive"]["mode"] == mode
+        assert config_of_run["teacher"]["contrastive"]["mode"] == "fusion"  # the base config's
+
+
 def test_teacher_columns_appear_when_a_variant_changes_the_teacher(tiny_experiment):
     cfg = load_config(tiny_experiment[0])
     _, student_only = plan_grid(cfg, [parse_axis("student.dropout=0.0,0.1")], [0])
@@ -70,6 +84,20 @@ def test_teacher_columns_appear_when_a_variant_changes_the_teacher(tiny_experime
     ]
 
 
+def test_student_only_pins_stage_one_and_refuses_a_stage_one_axis(tiny_experiment):
+    cfg = load_config(tiny_experiment[0])
+    axes = [parse_axis("contrastive.mode=uniform,fusion"), parse_axis("contrastive.score=sqrt")]
+    _, readapting = plan_grid(cfg, axes, [0])
+    assert teachers_differ(readapting)
+    _, configs = plan_grid(cfg, axes, [0], student_only=True)
+    assert not teachers_differ([cfg, *configs])
+    assert [c.contrastive.mode for c in configs] == ["uniform", "fusion"]
+    assert all(c.contrastive.score == "sqrt" for c in configs)
+    assert all(c.teacher_contrastive == cfg.contrastive for c in configs)
+    with pytest.raises(ConfigError, match="--vary loss.lambda_pxl changes the teacher stages"):
+        plan_grid(cfg, [*axes, parse_axis("loss.lambda_pxl=0,0.2")], [0], student_only=True)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -83,6 +111,10 @@ def test_teacher_columns_appear_when_a_variant_changes_the_teacher(tiny_experime
             "names loss.lambda_pxl more than once",
         ),
         ([], "no --vary given"),
+        (
+            ["--student-only", "--vary", "teacher.lr=1e-4,2e-4"],
+            "--student-only: --vary teacher.lr changes the teacher stages",
+        ),
     ],
 )
 def test_bad_input_stops_with_one_line_before_anything_runs(

@@ -45,6 +45,14 @@ def test_the_key_follows_stage_one_inputs_only(tiny_experiment, tmp_path):
     ):
         assert key_of(cfg, stage_one) != base, stage_one
     assert store_key(teacher_stage_fingerprint(cfg, "w1")) != base  # other teacher weights
+    # Stage 1's L_pxl settings count however they are written: pinned in teacher.contrastive,
+    # the top-level section is the student's alone.
+    pinned = apply_overrides(cfg, ["teacher.contrastive={}"])
+    assert key_of(pinned) == base
+    assert key_of(pinned, "contrastive.mode=uniform", "contrastive.memory_bank=64") == base
+    assert key_of(pinned, "teacher.contrastive.mode=uniform") == key_of(
+        cfg, "contrastive.mode=uniform"
+    )
     # The annotation file's content, not only its path: the same path edited in place.
     copy = tmp_path / "copy.json"
     copy.write_bytes(Path(cfg.data.labeled_annotations).read_bytes())
