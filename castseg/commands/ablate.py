@@ -2,12 +2,12 @@
 
 Each --vary is one axis; several give their product. Every variant runs once per seed into
 run.out_dir/<variant>/seed_<k>/ (resumable, like `castseg run`), and run.out_dir/ablation.md
-gives a row per variant: the refined student's maskAP and AP50 as mean ± std over the seeds,
-plus the adapted teacher's where the variants change it. Variants that change only student
-settings share one teacher adaptation per seed through the shared stage store
-(run.stage_store). The contrastive settings are stage-1 inputs too, so their variants re-adapt
-the teacher; with --student-only the teacher adapts with the base config's contrastive settings
-and only knowledge transfer varies. Every variant's config is checked before anything runs.
+gives a row per variant: the refined student's maskAP and AP50 (and its maskAP after knowledge
+transfer) as mean ± std over the seeds, plus the adapted teacher's where the variants change it.
+Variants that change only student settings share one teacher adaptation per seed through the
+shared stage store (run.stage_store). The contrastive settings are stage-1 inputs too, so their
+variants re-adapt the teacher; with --student-only the teacher adapts with the base config's
+contrastive settings and only knowledge transfer varies. Every variant's config is checked before anything runs.
 """
 
 from __future__ import annotations

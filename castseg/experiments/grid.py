@@ -4,8 +4,8 @@ Variant v runs into `<run.out_dir>/<v's folder>/seed_<k>/` (`castseg.experiments
 its own `summary.md`. All variants share the store of the top folder's config
 (`castseg.training.stage_store`), so variants that change only student settings share one
 teacher adaptation per seed. `ablation.md` and `ablation.json` hold a row per variant: the
-refined student's maskAP and AP50 as mean ± std over the seeds, plus the adapted teacher's when
-the variants do not all share their teacher.
+refined student's maskAP and AP50 (and its maskAP after knowledge transfer) as mean ± std over
+the seeds, plus the adapted teacher's when the variants do not all share their teacher.
 """
 
 from __future__ import annotations
@@ -30,15 +30,18 @@ from castseg.training.experiment_data import ExperimentData, load_experiment_dat
 from castseg.training.stage_store import store_key, store_root, teacher_stage_fingerprint
 
 STUDENT_ROW = "student (CAST refined)"
+TRANSFER_ROW = "student (CAST knowledge transfer)"
 TEACHER_ROW = "teacher (CAST adapted)"
 ABLATION_FORMAT = "castseg-ablation-v1"
 
 
 @dataclass
 class VariantRow:
-    """One variant over the seeds: the refined student's and the adapted teacher's AP."""
+    """One variant over the seeds: the knowledge-transfer student's AP, the refined student's
+    and the adapted teacher's AP and AP50."""
 
     variant: Variant
+    transfer_ap: Spread
     student_ap: Spread
     student_ap50: Spread
     teacher_ap: Spread
@@ -141,11 +144,14 @@ def run_ablation(
 
 def variant_row(variant: Variant, results: list[RunResults]) -> VariantRow:
     summary = summarise(results)
-    student, teacher = find_row(summary, STUDENT_ROW), find_row(summary, TEACHER_ROW)
-    if student is None or teacher is None:
-        raise ValueError(f"variant {variant.name}: its runs lack the {STUDENT_ROW!r} row")
+    rows = {name: find_row(summary, name) for name in (TRANSFER_ROW, STUDENT_ROW, TEACHER_ROW)}
+    missing = [name for name, row in rows.items() if row is None]
+    if missing:
+        raise ValueError(f"variant {variant.name}: its runs lack the {missing[0]!r} row")
+    transfer, student, teacher = rows.values()
     return VariantRow(
         variant,
+        transfer.metrics["ap"],
         student.metrics["ap"],
         student.metrics["ap50"],
         teacher.metrics["ap"],
@@ -154,13 +160,15 @@ def variant_row(variant: Variant, results: list[RunResults]) -> VariantRow:
 
 
 def format_ablation_table(ablation: Ablation) -> str:
-    """Markdown: variant | student maskAP | student AP50 [| teacher maskAP | teacher AP50]."""
-    header = ["variant", "student maskAP", "student AP50"]
+    """Markdown: variant | knowledge-transfer maskAP | student maskAP | student AP50 [| teacher
+    maskAP | teacher AP50]."""
+    header = ["variant", "after knowledge transfer maskAP", "student maskAP", "student AP50"]
     if ablation.teachers_differ:
         header += ["adapted teacher maskAP", "adapted teacher AP50"]
     lines = [markdown_row(header), markdown_row(["---"] + ["---:"] * (len(header) - 1))]
     for row in ablation.rows:
-        cells = [row.variant.name, row.student_ap.text(), row.student_ap50.text()]
+        cells = [row.variant.name, row.transfer_ap.text()]
+        cells += [row.student_ap.text(), row.student_ap50.text()]
         if ablation.teachers_differ:
             cells += [row.teacher_ap.text(), row.teacher_ap50.text()]
         lines.append(markdown_row(cells))
@@ -178,7 +186,8 @@ def write_ablation(out_dir: Path, ablation: Ablation, seeds: Sequence[int]) -> P
     text = "\n\n".join(
         [
             "# CAST ablation",
-            f"Refined student ({STUDENT_ROW!r}) {teacher}, maskAP and AP50 as mean ± sample "
+            f"Refined student ({STUDENT_ROW!r}; its maskAP after knowledge transfer, "
+            f"{TRANSFER_ROW!r}, beside it) {teacher}, maskAP and AP50 as mean ± sample "
             f"standard deviation over seeds {', '.join(map(str, seeds))}; every variant's "
             "per-seed values are in <variant>/summary.md.",
             format_ablation_table(ablation),
@@ -201,6 +210,7 @@ def write_ablation(out_dir: Path, ablation: Ablation, seeds: Sequence[int]) -> P
                 {
                     "variant": list(row.variant.overrides),
                     "folder": row.variant.folder,
+                    "transfer_ap": row.transfer_ap.to_json(),
                     "student_ap": row.student_ap.to_json(),
                     "student_ap50": row.student_ap50.to_json(),
                     "teacher_ap": row.teacher_ap.to_json(),

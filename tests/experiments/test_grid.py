@@ -25,9 +25,12 @@ def test_a_student_only_grid_adapts_the_teacher_once_per_seed(tiny_experiment, f
     for row, folder in zip(ablation["rows"], folders, strict=True):
         for seed in (0, 1):
             results = json.loads((out / folder / f"seed_{seed}" / "results.json").read_text())
-            refined = next(r for r in results["rows"] if r["name"] == "student (CAST refined)")
+            by_name = {r["name"]: r for r in results["rows"]}
+            refined = by_name["student (CAST refined)"]
             assert row["student_ap"]["per_seed"][str(seed)] == refined["ap"]
             assert row["student_ap50"]["per_seed"][str(seed)] == refined["ap50"]
+            transfer = by_name["student (CAST knowledge transfer)"]
+            assert row["transfer_ap"]["per_seed"][str(seed)] == transfer["ap"]
         assert (out / folder / "summary.md").is_file()
     # Stage 1 ran in the first variant's seed runs only; the second took it from the store.
     for seed in (0, 1):
@@ -41,7 +44,8 @@ def test_a_student_only_grid_adapts_the_teacher_once_per_seed(tiny_experiment, f
     lines = [line for line in table.splitlines() if line.startswith("| student.lr_decoder")]
     assert len(lines) == 2 and lines[0].startswith("| student.lr_decoder=5e-5 | ")
     assert "| adapted teacher maskAP" not in table and "share their teacher adaptation" in table
-    assert "| variant | student maskAP | student AP50 |" in printed
+    header = "| variant | after knowledge transfer maskAP | student maskAP | student AP50 |"
+    assert header in printed
 
     # A rerun finds every seed run finished and trains nothing.
     assert main([*args, "--vary", "student.lr_decoder=5e-5,1e-4"]) == 0
