@@ -7,7 +7,8 @@ transfer) as mean ± std over the seeds, plus the adapted teacher's where the va
 Variants that change only student settings share one teacher adaptation per seed through the
 shared stage store (run.stage_store). The contrastive settings are stage-1 inputs too, so their
 variants re-adapt the teacher; with --student-only the teacher adapts with the base config's
-contrastive settings and only knowledge transfer varies. Every variant's config is checked before anything runs.
+contrastive settings and only knowledge transfer varies. Every variant's config is checked
+before anything runs.
 """
 
 from __future__ import annotations
