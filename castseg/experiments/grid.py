@@ -79,8 +79,8 @@ def plan_grid(
         replace(c, run=replace(c.run, stage_store=None if root is None else str(root)))
         for c in variant_configs(cfg, variants, out_dir)
     ]
-    if student_only:
-        for axis in axes:
+    if student_only and teachers_differ([cfg, *configs]):
+        for axis in axes:  # name the axis that changes stage 1
             if teachers_differ(variant_configs(cfg, grid_variants([axis]), out_dir)):
                 raise ConfigError(
                     f"--student-only: --vary {axis.key} changes the teacher stages too (it is a "

@@ -3,11 +3,11 @@
 The teacher stages (zero-shot evaluation, fine-tuning, self-training) and the adapted teacher's
 pseudo-labels depend only on the data, the teacher, the seed and the stage-1 loss and
 contrastive settings (`ExperimentConfig.teacher_contrastive`). `teacher_stage_fingerprint`
-digests exactly those (plus how the run
-computes: precision, devices, evaluation top-k, the castseg version), so two runs that differ
-only in student settings (or λ_semi, which stage 1 does not use) share them. Layout under
-`run.stage_store` (default "auto": `.cache` beside the run folder, so `runs/.cache/` for
-`runs/<name>`; the runs of `--seeds` and of `castseg ablate` use the store of their top folder):
+digests exactly those (plus how the run computes: precision, devices, evaluation top-k, the
+castseg version), so two runs that differ only in student settings (or λ_semi, which stage 1
+does not use) share them. Layout under `run.stage_store` (default "auto": `.cache` beside the
+run folder, so `runs/.cache/` for `runs/<name>`; the runs of `--seeds` and of `castseg ablate`
+use the store of their top folder):
 
     <key>/fingerprint.json                 what the key digests, readable
     <key>/teacher_adaptation/manifest.json the stages' records, every file's size and SHA-256
@@ -27,6 +27,7 @@ file names and sizes); image files are not, so an image edited in place needs a 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -67,7 +68,7 @@ def teacher_stage_fingerprint(cfg: ExperimentConfig, teacher_weights: str) -> di
     loss = {k: v for k, v in config["loss"].items() if k != "lambda_semi"}  # stage 1 uses 1
     # stage 1's L_pxl settings, however they are written (teacher.contrastive or contrastive)
     teacher = {k: v for k, v in config["teacher"].items() if k != "contrastive"}
-    contrastive = config["teacher"]["contrastive"] or config["contrastive"]
+    contrastive = dataclasses.asdict(cfg.teacher_contrastive)
     return {
         "format": STORE_FORMAT,
         "castseg": __version__,
