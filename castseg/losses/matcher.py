@@ -8,6 +8,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from castseg.losses.point_sampling import point_sample, valid_point_weights
+from castseg.losses.precision import float32
 from castseg.structures import Instances, LayerPredictions
 
 
@@ -40,8 +41,14 @@ class HungarianMatcher:
         """Matching cost of one image at given points.
 
         mask_logits: [K, h, w]; class_logits: [K, C+1]; target with M instances; coords: [P, 2]
-        in [0, 1], (x, y). Returns [K, M].
+        in [0, 1], (x, y). Returns [K, M] float32, also under autocast.
         """
+        with float32(mask_logits):
+            return self._cost_matrix(mask_logits.float(), class_logits.float(), target, coords)
+
+    def _cost_matrix(
+        self, mask_logits: Tensor, class_logits: Tensor, target: Instances, coords: Tensor
+    ) -> Tensor:
         probs = class_logits.float().softmax(-1)
         class_cost = -probs[:, target.labels]
 
@@ -86,7 +93,7 @@ class HungarianMatcher:
         costs = []
         for b, target in enumerate(targets):
             if len(target) == 0:
-                costs.append(pred.mask_logits.new_zeros(pred.num_queries, 0))
+                costs.append(pred.mask_logits.new_zeros(pred.num_queries, 0, dtype=torch.float32))
                 continue
             coords = torch.rand(
                 self.num_points, 2, generator=generator, device=pred.mask_logits.device

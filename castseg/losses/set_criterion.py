@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from castseg.losses.boxes import box_losses, mask_boxes
 from castseg.losses.matcher import HungarianMatcher
 from castseg.losses.point_sampling import point_sample, sample_uncertain_points, valid_point_weights
+from castseg.losses.precision import float32
 from castseg.structures import Instances, LayerPredictions, Predictions
 
 
@@ -58,8 +59,18 @@ class SetCriterion(nn.Module):
 
         pred: mask_logits [B, K, h, w], class_logits [B, K, C+1] and aux layers of the same shapes;
         targets: B instance sets with masks [M_b, H, W]. generator (on the predictions' device)
-        drives matching and point sampling, for reproducible losses.
+        drives matching and point sampling, for reproducible losses. The terms are float32, also
+        under autocast.
         """
+        with float32(pred.mask_logits):
+            return self._losses(pred, targets, generator)
+
+    def _losses(
+        self,
+        pred: Predictions,
+        targets: list[Instances],
+        generator: torch.Generator | None,
+    ) -> dict[str, Tensor]:
         self._check(pred, targets)
         num_instances = max(sum(len(t) for t in targets), 1)
         losses = {}
@@ -177,10 +188,13 @@ class SetCriterion(nn.Module):
                     f"class_logits of layer {i} must be [B, K, num_classes + 1 = "
                     f"{self.num_classes + 1}], got {tuple(layer.class_logits.shape)}"
                 )
-        for b, target in enumerate(targets):
-            labels = target.labels
-            if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
-                raise ValueError(
-                    f"targets[{b}].labels must lie in [0, num_classes = {self.num_classes}), "
-                    f"got values {labels.tolist()}"
-                )
+        labels = torch.cat([target.labels for target in targets])
+        out_of_range = (labels < 0) | (labels >= self.num_classes)
+        if len(labels) and bool(out_of_range.any()):  # one host sync for the whole batch
+            for b, target in enumerate(targets):
+                bad = (target.labels < 0) | (target.labels >= self.num_classes)
+                if bool(bad.any()):
+                    raise ValueError(
+                        f"targets[{b}].labels must lie in [0, num_classes = "
+                        f"{self.num_classes}), got values {target.labels.tolist()}"
+                    )

@@ -181,13 +181,11 @@ class CastModule(L.LightningModule):
         strong_embeddings = embed(strong) if embed is not None else self.model(strong).embeddings
         batch, dim, h, w = pred.embeddings.shape
         grid, valid = correspondence_grid(weak_to_strong, tuple(images.shape[-2:]), (h, w))
+        # L_pxl and its sampler compute in float32 (also under mixed precision).
         at_weak = F.grid_sample(
-            strong_embeddings,
-            grid.to(strong_embeddings.dtype),
-            align_corners=False,
-            padding_mode="border",
+            strong_embeddings.float(), grid.float(), align_corners=False, padding_mode="border"
         )
-        z_weak = pred.embeddings.flatten(2).transpose(1, 2)
+        z_weak = pred.embeddings.float().flatten(2).transpose(1, 2)
         z_strong = at_weak.flatten(2).transpose(1, 2)
         valid = self._limit_anchors(valid.flatten(1))
         cfg = self.contrastive

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from castseg.losses.precision import float32
+
 
 def fused_pseudo_probabilities(
     mask_logits: Tensor, class_logits: Tensor, size: tuple[int, int]
@@ -32,7 +34,7 @@ def fused_pseudo_probabilities(
         )
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"size must be (h', w') of positive ints, got {size}")
-    with torch.no_grad():
+    with torch.no_grad(), float32(mask_logits):
         logits = mask_logits.detach().float()
         if tuple(logits.shape[-2:]) != tuple(size):
             logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)

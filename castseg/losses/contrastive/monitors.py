@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from castseg.losses.contrastive.gathered_dot import gathered_dot
+from castseg.losses.precision import float32
 from castseg.structures import Instances
 
 
@@ -20,11 +21,12 @@ def instance_id_map(targets: list[Instances], size: tuple[int, int]) -> Tensor:
         ids = torch.zeros(size, dtype=torch.long, device=inst.masks.device)
         if len(inst):
             masks = F.interpolate(inst.masks[None].float(), size=size, mode="nearest")[0] > 0.5
-            for k, mask in enumerate(masks):
-                ids[mask] = k + 1
+            # The highest instance number covering a pixel is the last one drawn there.
+            numbers = torch.arange(1, len(inst) + 1, device=ids.device).view(-1, 1, 1)
+            ids = (masks.long() * numbers).amax(0)
         if inst.ignore is not None:
             ignore = F.interpolate(inst.ignore[None, None].float(), size=size, mode="nearest")
-            ids[ignore[0, 0] > 0.5] = -1
+            ids = torch.where(ignore[0, 0] > 0.5, -1, ids)
         maps.append(ids.flatten())
     return torch.stack(maps)
 
@@ -57,6 +59,14 @@ def sampling_monitors(
             f"instance_ids [B, N] and negatives [B, N, R] must match z_weak {tuple(z_weak.shape)}, "
             f"got {tuple(instance_ids.shape)} and {tuple(negatives.shape)}"
         )
+    with float32(z_weak):
+        return _monitors(instance_ids, negatives, z_weak.float(), z_strong.float(), valid)
+
+
+def _monitors(
+    instance_ids: Tensor, negatives: Tensor, z_weak: Tensor, z_strong: Tensor, valid: Tensor | None
+) -> dict[str, float]:
+    batch, pixels, dim = z_weak.shape
     keep = instance_ids.reshape(-1) >= 0
     if valid is not None:
         keep &= valid.reshape(-1)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from castseg.losses.contrastive.gathered_dot import gathered_dot
+from castseg.losses.precision import float32
 
 
 def pixel_contrastive_loss(
@@ -33,9 +34,22 @@ def pixel_contrastive_loss(
     Returns:
         Scalar: −(1/|valid|) Σ log exp(s⁺) / (exp(s⁺) + Σ_r exp(s⁻_r)), with
         s⁺ = ⟨z_weak[b,p], z_strong[b,p]⟩/T and s⁻_r = ⟨z_weak[b,p], z_strong.flat[n_r]⟩/T.
-        Zero (still attached to the graph) when no anchor is valid.
+        Zero (still attached to the graph) when no anchor is valid. Computed in float32, also
+        under autocast.
     """
     _check(z_weak, z_strong, negatives, temperature, valid)
+    with float32(z_weak):
+        return _loss(z_weak.float(), z_strong.float(), negatives, temperature, valid, margin)
+
+
+def _loss(
+    z_weak: Tensor,
+    z_strong: Tensor,
+    negatives: Tensor,
+    temperature: float,
+    valid: Tensor | None,
+    margin: float | None,
+) -> Tensor:
     batch, pixels, dim = z_weak.shape
     anchors = F.normalize(z_weak, dim=-1).reshape(batch * pixels, dim)
     bank = F.normalize(z_strong, dim=-1).reshape(batch * pixels, dim)

@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from castseg.losses.precision import float32
+
 SamplingMode = Literal["fusion", "mask_only", "class_only", "uniform"]
 ScoreVariant = Literal["identity", "square", "sqrt"]
 MODES: tuple[str, ...] = ("fusion", "mask_only", "class_only", "uniform")
@@ -79,8 +81,9 @@ def sample_negatives(
         out = torch.zeros(total, num_negatives, dtype=torch.long, device=device)
         out[:anchors] = _uniform_others(total, num_negatives, device, generator)[:anchors]
         return out.view(batch, pixels, num_negatives)
-    y = _apply_mode(y_tilde.detach().float().reshape(total, -1), mode, num_mask_channels)
-    out = _rejection_sample(y, num_negatives, score, generator, anchors)
+    with float32(y_tilde):  # scores near 0 decide acceptance: not in 16 bits
+        y = _apply_mode(y_tilde.detach().float().reshape(total, -1), mode, num_mask_channels)
+        out = _rejection_sample(y, num_negatives, score, generator, anchors)
     return out.view(batch, pixels, num_negatives)
 
 
@@ -147,25 +150,37 @@ def _rejection_sample(
         if pending.numel() == 0:
             break
         for rows in pending.split(chunk):
-            candidates = _shift_past_anchor(
-                torch.randint(
-                    0, total - 1, (rows.numel(), count), device=device, generator=generator
-                ),
-                rows.unsqueeze(1),
-            )
-            dots = torch.einsum("ne,nre->nr", y[rows], y[candidates])
-            accept = torch.rand(dots.shape, device=device, generator=generator) < _score(
-                dots, score
-            )
-            slot = filled[rows].unsqueeze(1) + accept.long().cumsum(1) - 1
-            keep = accept & (slot < count)
-            row_index = rows.unsqueeze(1).expand_as(candidates)
-            out[row_index[keep], slot[keep]] = candidates[keep]
-            filled[rows] = (filled[rows] + accept.sum(1)).clamp_(max=count)
+            _propose(y, rows, out, filled, score, generator)
         pending = pending[filled[pending] < count]
     short = (filled < count).nonzero().squeeze(1)
     _exact_rows(y, short, out, filled, score, generator)
     return out
+
+
+def _propose(
+    y: Tensor,
+    rows: Tensor,
+    out: Tensor,
+    filled: Tensor,
+    score: str,
+    generator: torch.Generator | None,
+) -> None:
+    """One round of rejection sampling for `rows`: R uniform proposals each, the accepted ones
+    written to the rows' next free slots (in proposal order) without a host sync."""
+    total = y.shape[0]
+    count = out.shape[1]
+    candidates = _shift_past_anchor(
+        torch.randint(0, total - 1, (rows.numel(), count), device=y.device, generator=generator),
+        rows.unsqueeze(1),
+    )
+    dots = torch.einsum("ne,nre->nr", y[rows], y[candidates])
+    accept = torch.rand(dots.shape, device=y.device, generator=generator) < _score(dots, score)
+    slot = filled[rows].unsqueeze(1) + accept.long().cumsum(1) - 1
+    # Rejected or surplus proposals go to a spare last column, which is dropped.
+    slot = torch.where(accept & (slot < count), slot, count)
+    spare = torch.cat([out[rows], out.new_zeros(rows.numel(), 1)], dim=1)
+    out[rows] = spare.scatter_(1, slot, candidates)[:, :count]
+    filled[rows] = (filled[rows] + accept.sum(1)).clamp_(max=count)
 
 
 def _exact_rows(
@@ -176,18 +191,23 @@ def _exact_rows(
     score: str,
     generator: torch.Generator | None,
 ) -> None:
-    """Fill the remaining slots of `rows` by categorical sampling over their full score rows."""
-    total, dims = y.shape
+    """Fill the remaining slots of `rows` by categorical sampling over their full score rows.
+
+    Slot j ≥ filled of a row takes its (j − filled)-th draw; no per-row host sync.
+    """
+    dims = y.shape[1]
     count = out.shape[1]
-    chunk = count + dims
-    for part in rows.split(chunk):
+    slots = torch.arange(count, device=y.device)
+    for part in rows.split(count + dims):
         weights = _score(y[part] @ y.T, score)
-        weights[torch.arange(part.numel(), device=y.device), part] = 0.0
-        empty = weights.sum(1) <= 0
-        weights[empty] = 1.0
-        weights[empty, part[empty]] = 0.0
+        local = torch.arange(part.numel(), device=y.device)
+        weights[local, part] = 0.0
+        # A row whose scores are all zero (every pixel identical to it) is drawn uniformly.
+        empty = (weights.sum(1) <= 0).unsqueeze(1)
+        weights = torch.where(empty, torch.ones_like(weights), weights)
+        weights[local, part] = 0.0
         draws = torch.multinomial(weights, count, replacement=True, generator=generator)
-        for i, row in enumerate(part.tolist()):
-            start = int(filled[row])
-            out[row, start:] = draws[i, : count - start]
+        start = filled[part].unsqueeze(1)
+        from_draws = draws.gather(1, (slots - start).clamp_(min=0))
+        out[part] = torch.where(slots >= start, from_draws, out[part])
         filled[part] = count
