@@ -1,5 +1,7 @@
 """`castseg demo --smoke` runs every stage of the real code path and leaves a full run folder."""
 
+import csv
+import math
 import re
 
 from castseg.cli import main
@@ -67,3 +69,19 @@ def test_an_out_that_is_a_file_is_one_line_before_any_work(tmp_path, capsys):
         f"castseg demo: error: --out {some_file} is a file; expected a folder\n"
     )
     assert some_file.read_text() == ""
+
+
+def test_demo_smoke_runs_every_stage_in_bf16_mixed(tmp_path, capsys):
+    """Lightning's bf16-mixed autocasts the forward pass; the matcher once got bf16 costs and
+    L_pxl's sparse product bf16 anchors beside a float32 bank, and both crashed."""
+    out = tmp_path / "demo"
+    args = ["demo", "--smoke", "--out", str(out), "--no-progress"]
+    assert main([*args, "--set", "run.precision=bf16-mixed"]) == 0
+    printed = capsys.readouterr().out
+    for name in MODELS:
+        assert re.search(re.escape(name) + r"\s+\d+\.\d+\s+\S+\s+\S+\s+\d+\.\d", printed), name
+    for stage in ("teacher_finetune", "teacher_selftrain", "distill", "refine"):
+        with open(out / stage / "metrics.csv", newline="") as metrics:
+            losses = [float(r["train/loss"]) for r in csv.DictReader(metrics) if r["train/loss"]]
+        assert losses and all(math.isfinite(loss) for loss in losses), stage
+    assert load_checkpoint(out / "student.pt").extra["config"]["run"]["precision"] == "bf16-mixed"
