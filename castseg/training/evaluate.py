@@ -38,6 +38,7 @@ def evaluate_model(
     num_workers: int = 0,
     progress: bool = True,
     desc: str = "eval",
+    precision: str = "32-true",
 ) -> EvalResult:
     """Predict every image of `dataset` at `image_size` (a `ResizeView`) and score mask AP.
 
@@ -62,7 +63,9 @@ def evaluate_model(
         show = progress and is_rank_zero()
         with progress_bar(total=len(mine), desc=desc, unit="img", enabled=show) as bar:
             for samples in loader:
-                outputs = predict_images(model, [s.image for s in samples], view, top_k=top_k)
+                outputs = predict_images(
+                    model, [s.image for s in samples], view, top_k=top_k, precision=precision
+                )
                 for sample, out in zip(samples, outputs, strict=True):
                     per_image.append(
                         encode_results(

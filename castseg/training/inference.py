@@ -10,13 +10,14 @@ from torch import Tensor, nn
 from castseg.data.views import ResizeView
 from castseg.evaluation.instance_inference import instances_from_predictions
 from castseg.structures import Predictions
+from castseg.training.precision import inference_autocast, uses_cuda
 
 
 def inference_device(accelerator: str = "auto") -> torch.device:
     """The device models predict on outside training: this rank's GPU when the accelerator
     allows one and CUDA is there, else the CPU (Lightning moves models back to the CPU after
     each stage)."""
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+    if uses_cuda(accelerator):
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
@@ -36,6 +37,7 @@ def predict_images(
     top_k: int = 100,
     score_threshold: float = 0.0,
     per_query: bool = False,
+    precision: str = "32-true",
 ) -> list[dict[str, Tensor]]:
     """Predict the instances of each image at its original size.
 
@@ -45,6 +47,7 @@ def predict_images(
         images: [3, H_i, W_i] float RGB in [0, 1], sizes may differ.
         view: resizes every image into the same padded [H, W] so they form one batch.
         top_k, score_threshold, per_query: as in `instances_from_predictions`.
+        precision: a resolved `run.precision`; the mixed ones run the forward under autocast.
 
     Returns:
         Per image, on CPU: masks [N, H_i, W_i] bool, labels [N] long in [0, C), scores [N] and
@@ -58,7 +61,8 @@ def predict_images(
     model.eval()
     try:
         with torch.no_grad():
-            pred: Predictions = model(batch)
+            with inference_autocast(precision, device):
+                pred: Predictions = model(batch)
             outputs = []
             for i, image in enumerate(images):
                 size = (int(image.shape[1]), int(image.shape[2]))
@@ -66,7 +70,7 @@ def predict_images(
                 logits = view.unresize(pred.mask_logits[i].float(), size)  # [K, H_i, W_i]
                 found = instances_from_predictions(
                     logits,
-                    pred.class_logits[i],
+                    pred.class_logits[i].float(),
                     size,
                     top_k=top_k,
                     score_threshold=score_threshold,

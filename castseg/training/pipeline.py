@@ -10,17 +10,15 @@ A run is a sequence of stages. Each one, once done, is recorded in the run state
     refine                student refinement                             student.pt
     supervised_baseline   (with `baseline`) the student on D_l alone     student_supervised.pt
 
-The finished run's results table is also written to `results.json`
-(`castseg.experiments.results`), which summaries over seeds read.
+The results table also goes to `results.json` (`castseg.experiments.results`) for summaries.
 
 A rerun into the same folder skips the finished stages, loading their weights where a later
 stage needs them, and resumes an interrupted stage from its last checkpoint (`train_stage`).
-Wall times are those of the run that finished each stage; a resumed stage counts only its
-last attempt.
+Wall times are those of the run that finished each stage (of a resumed one, its last attempt).
 
 With `run.stage_store` set (the default), the teacher stages and the adapted teacher's
-pseudo-labels are taken from the shared stage store when an earlier run computed them from the
-same inputs, and put there otherwise (`castseg.training.stage_store`).
+pseudo-labels come from the shared stage store when an earlier run computed them from the same
+inputs, and go there otherwise (`castseg.training.stage_store`).
 """
 
 from __future__ import annotations
@@ -45,6 +43,7 @@ from castseg.training.evaluate import evaluate_model
 from castseg.training.experiment_data import ExperimentData
 from castseg.training.inference import inference_device
 from castseg.training.objective import StageWeights
+from castseg.training.precision import resolve_precision
 from castseg.training.prediction_samples import save_validation_samples
 from castseg.training.pseudo_label_quality import read_pseudo_label_rows, save_pseudo_label_samples
 from castseg.training.run_state import (
@@ -134,6 +133,7 @@ class CastPipeline:
                 top_k=self.cfg.run.eval_top_k,
                 progress=self.progress,
                 desc=f"eval {name}",
+                precision=resolve_precision(self.cfg.run),
             )
             ap, ap50, per_class = result.metrics.ap, result.metrics.ap50, result.metrics.per_class
         row = ModelRow(name, parameter_count(model), ap, ap50, wall_s, per_class)

@@ -151,15 +151,17 @@ def generate_pseudo_labels(
     num_workers: int = 0,
     fingerprint: Mapping[str, Any],
     progress: bool = True,
+    precision: str = "32-true",
 ) -> PseudoLabelCache:
     """Label every image of `dataset` with `teacher` into the cache at `path` (see module doc).
 
     teacher: returns `Predictions` for [B, 3, H, W] images; it sees each image through a
     `ResizeView(image_size)` and its instances (`predict_images`, `top_k`) are kept by
     `filter_pseudo_labels` at `threshold`, duplicates suppressed above mask IoU `nms_iou`
-    (None keeps them). fingerprint: JSON data identifying the teacher and
-    the data (e.g. checkpoint hash, dataset split). An existing cache or partial file made with
-    another fingerprint or other settings raises ValueError naming the differing keys.
+    (None keeps them); `precision` as in `predict_images`. fingerprint: JSON data identifying
+    the teacher and the data (e.g. checkpoint hash, dataset split). An existing cache or partial
+    file made with another fingerprint or other settings raises ValueError naming the differing
+    keys.
 
     Under a process group (`castseg.training.distributed`) every rank calls this with the same
     arguments: the images still to label are dealt out across ranks, each rank appends its
@@ -199,7 +201,7 @@ def generate_pseudo_labels(
             collate_fn=collate_samples,
         )
         shard = _ShardWriter(partial_path(path, global_rank()), expected, plan.num_classes)
-        labeling = _Labeling(ResizeView(image_size), threshold, nms_iou, top_k)
+        labeling = _Labeling(ResizeView(image_size), threshold, nms_iou, top_k, precision)
         records = [dataset.records[i] for i in mine]
         try:
             all_gather_results(lambda: labeling.run(teacher, loader, records, shard, bar))
@@ -261,6 +263,7 @@ class _Labeling:
     threshold: float
     nms_iou: float | None
     top_k: int
+    precision: str
 
     def run(
         self,
@@ -282,7 +285,12 @@ class _Labeling:
             for samples in loader:
                 # One pseudo-label per query: the teacher's most probable class for it.
                 outputs = predict_images(
-                    teacher, [s.image for s in samples], self.view, top_k=self.top_k, per_query=True
+                    teacher,
+                    [s.image for s in samples],
+                    self.view,
+                    top_k=self.top_k,
+                    per_query=True,
+                    precision=self.precision,
                 )
                 records = []
                 for sample, out in zip(samples, outputs, strict=True):

@@ -21,6 +21,7 @@ from castseg.training.experiment_data import ExperimentData
 from castseg.training.inference import inference_device
 from castseg.training.objective import StageWeights
 from castseg.training.optim import OptimSettings
+from castseg.training.precision import resolve_precision
 from castseg.training.pseudo_label_quality import assess_pseudo_labels
 from castseg.training.pseudo_labels import PseudoLabeledDataset, generate_pseudo_labels
 from castseg.training.trainer import StageRun, train_stage
@@ -109,6 +110,7 @@ class CastStages:
             top_k=self.cfg.run.eval_top_k,
             fingerprint=fingerprint,
             progress=self.progress,
+            precision=resolve_precision(self.cfg.run),
         )
         assess_pseudo_labels(
             cache,

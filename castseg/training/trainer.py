@@ -46,6 +46,7 @@ from castseg.training.batches import StageBatches
 from castseg.training.module import CastModule
 from castseg.training.objective import StageWeights
 from castseg.training.optim import OptimSettings
+from castseg.training.precision import resolve_precision
 from castseg.training.progress import StageBar, stage_progress
 
 RESUME_CHECKPOINT = "last.ckpt"
@@ -235,7 +236,7 @@ def train_stage(
         # Some parameters take no part in some stages (the projection head when λ_pxl = 0, an
         # encoder's mask token); DDP has to look for them.
         strategy="ddp_find_unused_parameters_true" if cfg.run.strategy == "ddp" else "auto",
-        precision=cfg.run.precision,
+        precision=resolve_precision(cfg.run),
         gradient_clip_val=optim.grad_clip or None,
         logger=[
             # Every logged row reaches the file at once, so a resumed stage finds them all.
