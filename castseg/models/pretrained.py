@@ -2,7 +2,8 @@
 
 transformers' `from_pretrained` loads what fits and initialises the rest randomly, saying so in a
 log line only. `load_checked` asks for its loading info and turns any missing, unexpected or
-mis-shaped key into a `WeightsMismatchError` that names the folder and a few of the keys.
+mis-shaped key into a `WeightsMismatchError` that names the folder and a few of the keys (one
+line: transformers' own table of the keys is not printed).
 Weights that transformers itself is told to drop (`_keys_to_ignore_on_load_unexpected`, such as
 the video-memory modules of a SAM2 video checkpoint loaded as the image model) are not reported
 by it, so they pass.
@@ -65,9 +66,11 @@ def load_checked(model_class: type[ModelT], source: str | Path, where: str, **kw
     Raises WeightsMismatchError naming `where` and the keys that are missing, unexpected or of
     another shape.
     """
-    model, info = model_class.from_pretrained(
-        source, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
-    )
+    # castseg reports what does not fit itself, in one line: no table of keys from transformers
+    with quiet_transformers(progress_bars=True):
+        model, info = model_class.from_pretrained(
+            source, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
     problems = describe_mismatch(
         info.get("missing_keys", ()),
         info.get("unexpected_keys", ()),
@@ -82,15 +85,17 @@ def load_checked(model_class: type[ModelT], source: str | Path, where: str, **kw
 
 
 @contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """transformers without progress bars and info/warning logs, for loads castseg checks."""
+def quiet_transformers(progress_bars: bool = False) -> Iterator[None]:
+    """transformers' logging at error level only, and without progress bars unless
+    `progress_bars` (then they stay as they are)."""
     verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
+    hide_bars = not progress_bars and hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    if hide_bars:
+        hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(verbosity)
-        if bars:
+        if hide_bars:
             hf_logging.enable_progress_bar()

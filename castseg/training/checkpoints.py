@@ -217,7 +217,8 @@ def _v1_state(model: nn.Module, saved: dict[str, Tensor], name: str) -> dict[str
     except WeightsMismatchError as err:
         raise WeightsMismatchError(
             f"{name}: weights do not fit the model: {problems} (nor read as the published "
-            f"layout of {sorted(hub)})"
+            f"layout of {sorted(hub)}); a {_FORMAT_V1} file holds the module names of the "
+            "transformers that saved it: load it with that version and save it again"
         ) from err
 
 
