@@ -2,11 +2,10 @@
 
 transformers' `from_pretrained` loads what fits and initialises the rest randomly, saying so in a
 log line only. `load_checked` asks for its loading info and turns any missing, unexpected or
-mis-shaped key into a `WeightsMismatchError` that names the folder and a few of the keys (one
-line: transformers' own table of the keys is not printed).
-Weights that transformers itself is told to drop (`_keys_to_ignore_on_load_unexpected`, such as
-the video-memory modules of a SAM2 video checkpoint loaded as the image model) are not reported
-by it, so they pass.
+mis-shaped key into a `WeightsMismatchError` that names the folder and a few of the keys, in one
+line (transformers' own table of the keys is not printed). Weights that transformers itself is
+told to drop (`_keys_to_ignore_on_load_unexpected`, such as the video-memory modules of a SAM2
+video checkpoint loaded as the image model) are not reported by it, so they pass.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ class WeightsMismatchError(ValueError):
 
 
 def key_list(keys: Iterable[str]) -> str:
-    """ "N keys (a, b, c, ...)": the count and the first few names, sorted."""
+    """The count and the first few names, sorted: 'N keys (a, b, c, ...)'."""
     names = sorted(keys)
     shown = ", ".join(names[:_SHOWN_KEYS]) + (", ..." if len(names) > _SHOWN_KEYS else "")
     return f"{len(names)} key{'s' if len(names) != 1 else ''} ({shown})"
@@ -61,7 +60,7 @@ def describe_mismatch(
 def load_checked(model_class: type[ModelT], source: str | Path, where: str, **kwargs) -> ModelT:
     """`model_class.from_pretrained(source, **kwargs)` that fails unless every weight fits.
 
-    where: what names the weights in the error (e.g. "the encoder /data/dinov2").
+    where: what names the weights in the error (e.g. "the encoder '/data/dinov2'").
 
     Raises WeightsMismatchError naming `where` and the keys that are missing, unexpected or of
     another shape.
