@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup test demo
+.PHONY: setup test test-floor demo
 
 setup: $(BIN)/castseg
 
@@ -17,6 +17,22 @@ test: setup
 	$(BIN)/ruff check castseg tests benchmarks scripts
 	$(BIN)/ruff format --check castseg tests benchmarks scripts
 	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory test-floor
+
+# The model and checkpoint tests again under the lowest transformers that pyproject.toml allows,
+# in a venv of their own (`setup` installs the newest).
+FLOOR_VENV ?= .venv-floor
+TRANSFORMERS_FLOOR = $(shell sed -n 's/.*"transformers>=\([0-9.]*\)".*/\1/p' pyproject.toml)
+
+$(FLOOR_VENV)/bin/castseg: pyproject.toml
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/pip install --quiet "torch==2.13.0"
+	$(FLOOR_VENV)/bin/pip install --quiet -e ".[dev]" "transformers==$(TRANSFORMERS_FLOOR)"
+	touch $@
+
+test-floor: $(FLOOR_VENV)/bin/castseg
+	$(FLOOR_VENV)/bin/pytest -q tests/models tests/training/test_checkpoints.py \
+		tests/test_demo_teacher.py
 
 demo: setup
 	$(BIN)/castseg demo

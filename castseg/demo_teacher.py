@@ -111,9 +111,14 @@ def source_teacher(
 def write_half_precision(checkpoint: Path, target: Path) -> Path:
     """Copy a checkpoint with its floating-point weights in float16 (half the file size)."""
     payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    payload["state_dict"] = {
-        k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()
+    payload["state_dict"] = _half(payload["state_dict"])
+    payload["hub_models"] = {
+        prefix: _half(weights) for prefix, weights in payload["hub_models"].items()
     }
     with atomic_write(target) as tmp:
         torch.save(payload, tmp)
     return target
+
+
+def _half(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}

@@ -6,7 +6,7 @@ from castseg.data.coco import CategoryMap
 from castseg.demo_plan import FULL
 from castseg.demo_teacher import SHIPPED_TEACHER, TeacherRecipe, write_half_precision
 from castseg.models.student import build_student
-from castseg.training.checkpoints import load_checkpoint, save_checkpoint
+from castseg.training.checkpoints import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 
 
 def test_shipped_teacher_matches_the_full_demo():
@@ -14,6 +14,16 @@ def test_shipped_teacher_matches_the_full_demo():
     assert loaded.extra["fingerprint"] == FULL.teacher.fingerprint(FULL.world)
     assert loaded.model.config_dict()["size"] == FULL.teacher.size
     assert loaded.category_map.names == ("disc", "box", "triangle", "ring", "cross")
+
+
+def test_shipped_teacher_keeps_dinov2_in_its_published_layout():
+    # The layout of facebook/dinov2-small's weights, which every transformers version converts
+    # to its own module names; a file of one version's module names fails on another.
+    payload = torch.load(SHIPPED_TEACHER, weights_only=True)
+    assert payload["format"] == CHECKPOINT_FORMAT
+    dinov2 = payload["hub_models"]["encoder.backbone"]
+    assert "encoder.layer.0.attention.attention.query.weight" in dinov2
+    assert all(weights.dtype == torch.float16 for weights in dinov2.values())
 
 
 def test_fingerprint_changes_with_recipe_and_world():

@@ -1,7 +1,8 @@
 """DINOv2 encoder of the student: a ViT whose intermediate layers feed the DPT neck.
 
 The encoder wraps transformers' `Dinov2Backbone`, loaded from a hub id or a local directory
-(pretrained) or built from a `Dinov2Config` (random init). It normalises [0, 1] RGB images with
+(pretrained; every weight must fit, `castseg.models.pretrained.load_checked`) or built from a
+`Dinov2Config` (random init). It normalises [0, 1] RGB images with
 the ImageNet statistics itself, so every caller passes the same kind of tensor.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from transformers import Dinov2Backbone, Dinov2Config
+
+from castseg.models.pretrained import load_checked
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,7 +52,7 @@ class DinoEncoder(nn.Module):
     Args:
         config: architecture for random init; ignored when `pretrained` is given.
         pretrained: hub id or local directory of DINOv2 weights; its own config defines the
-            architecture.
+            architecture. WeightsMismatchError naming it when its weights do not all fit.
     """
 
     def __init__(
@@ -60,7 +63,9 @@ class DinoEncoder(nn.Module):
         super().__init__()
         if pretrained is not None:
             config = _backbone_config(Dinov2Config.from_pretrained(pretrained))
-            self.backbone = Dinov2Backbone.from_pretrained(pretrained, config=config)
+            self.backbone = load_checked(
+                Dinov2Backbone, pretrained, f"the encoder {pretrained!r}", config=config
+            )
         elif config is not None:
             self.backbone = Dinov2Backbone(_backbone_config(config))
         else:

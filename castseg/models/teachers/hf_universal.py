@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,74 +42,24 @@ from transformers.image_transforms import get_size_with_aspect_ratio
 
 from castseg.models.encoder import IMAGENET_MEAN, IMAGENET_STD
 from castseg.models.heads import ProjectionHead
+from castseg.models.teachers.hf_universal_processor import (
+    checked_resize,
+    processor_resize,
+    unit_range_normalisation,
+)
 from castseg.models.teachers.label_mapping import (
     LabelSpec,
     label_assignment,
     map_class_logits,
     resolve_label_ids,
 )
-from castseg.models.teachers.sources import (
-    check_normalisation,
-    processor_normalisation,
-    processor_settings,
-    resolve_source,
-)
+from castseg.models.teachers.sources import check_normalisation, load_pretrained, resolve_source
 from castseg.structures import LayerPredictions, Predictions
 
 MODEL_TYPES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] = {
     "mask2former": (Mask2FormerConfig, Mask2FormerForUniversalSegmentation),
     "eomt": (EomtConfig, EomtForUniversalSegmentation),
 }
-
-
-def unit_range_normalisation(source: str) -> dict[str, list[float]]:
-    """Mean and std, in [0, 1] pixel units, of the image processor saved with `source`.
-
-    The processor maps 0–255 pixels x to (x · rescale_factor − mean) / std; for images in [0, 1]
-    that is (image − mean') / std' with mean' = mean / (255 · rescale_factor), likewise std'.
-    Without a processor config, warns and uses the ImageNet statistics (the default of both
-    Mask2Former's and EoMT's processors).
-    """
-    try:
-        settings = processor_settings(source, "model")
-    except OSError:
-        warnings.warn(
-            f"{source} has no image processor config (preprocessor_config.json); "
-            "normalising with the ImageNet mean and std",
-            stacklevel=3,
-        )
-        return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    if settings.get("do_normalize", True):
-        stats = processor_normalisation(settings, source, "model")
-    else:
-        stats = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
-    rescale = settings.get("rescale_factor", 1 / 255) if settings.get("do_rescale", True) else 1.0
-    return {key: [v / (255.0 * rescale) for v in values] for key, values in stats.items()}
-
-
-def processor_resize(source: str) -> dict[str, int] | None:
-    """The `size` of the image processor saved with `source` when it resizes; None without a
-    processor config or with do_resize false."""
-    try:
-        settings = processor_settings(source, "model")
-    except OSError:
-        return None
-    if not settings.get("do_resize", True) or not settings.get("size"):
-        return None
-    return _checked_resize(settings["size"], f"the image processor of {source!r}")
-
-
-def _checked_resize(size: Mapping[str, int], where: str = "resize") -> dict[str, int]:
-    """`size` as {"shortest_edge"[, "longest_edge"]} or {"height", "width"}, else ValueError."""
-    keys = set(size)
-    if keys not in ({"shortest_edge"}, {"shortest_edge", "longest_edge"}, {"height", "width"}):
-        raise ValueError(
-            f"{where}: size must have shortest_edge (and longest_edge) or height and width, "
-            f"got {dict(size)}"
-        )
-    if min(int(v) for v in size.values()) < 1:
-        raise ValueError(f"{where}: size must be positive, got {dict(size)}")
-    return {key: int(value) for key, value in size.items()}
 
 
 def _crop(tensor: Tensor, valid: tuple[float, float]) -> Tensor:
@@ -176,7 +125,7 @@ class HFUniversalTeacher(nn.Module):
             "assignment", label_assignment(self.label_ids, config.num_labels), persistent=False
         )
         self.input_size, self.size_divisor = self._input_geometry(input_size)
-        self.resize = None if resize is None else _checked_resize(resize)
+        self.resize = None if resize is None else checked_resize(resize)
         normalisation = normalisation or {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
         check_normalisation(dict(normalisation), "HFUniversalTeacher")
         self.normalisation = {k: [float(v) for v in normalisation[k]] for k in ("mean", "std")}
@@ -367,8 +316,9 @@ class HFUniversalTeacher(nn.Module):
 
         label_map: dataset class name → model label name(s) or id(s), for classes whose name
         differs from the model's (`resolve_label_ids`). Raises FileNotFoundError for a local
-        path that does not exist, OSError naming the source when its config cannot be loaded,
-        and ValueError for another model type or classes without a model label.
+        path that does not exist, OSError naming the source when its config or weights cannot
+        be loaded, WeightsMismatchError naming it when its weights do not all fit, and
+        ValueError for another model type or classes without a model label.
         """
         source = resolve_source(model, "model")
         try:
@@ -381,7 +331,7 @@ class HFUniversalTeacher(nn.Module):
                 f"models are {sorted(MODEL_TYPES)}"
             )
         label_ids = resolve_label_ids(class_names, config.id2label, label_map)
-        weights = MODEL_TYPES[config.model_type][1].from_pretrained(source, dtype=torch.float32)
+        weights = load_pretrained(MODEL_TYPES[config.model_type][1], source, "model", config)
         return cls(
             weights,
             class_names,

@@ -1,7 +1,8 @@
 """Where a foundation model's weights come from: a hub id or a local directory, checked early.
 
 `resolve_source` turns a typo in a local path into an error naming the path instead of a hub
-lookup; `load_pretrained` adds the model's role and source to transformers' loading errors;
+lookup; `load_pretrained` adds the model's role and source to transformers' loading errors and
+refuses weights that do not all fit (`castseg.models.pretrained.load_checked`);
 `processor_normalisation` reads the mean and std a model's image processor normalises with,
 without instantiating the processor (some need torchvision).
 """
@@ -16,6 +17,8 @@ from typing import Any, TypeVar
 import torch
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, Sam2Config, Sam2VideoConfig
 from transformers.image_processing_base import ImageProcessingMixin
+
+from castseg.models.pretrained import load_checked
 
 ModelT = TypeVar("ModelT", bound=PreTrainedModel)
 log = logging.getLogger(__name__)
@@ -93,7 +96,9 @@ def load_pretrained(
     model_class: type[ModelT], source: str, role: str, config: PretrainedConfig
 ) -> ModelT:
     """`model_class.from_pretrained(source, config=config)` in float32, with errors that name
-    the role.
+    the role: OSError when transformers cannot load it, WeightsMismatchError when weights are
+    missing, unexpected or of another shape (the video-memory weights of a SAM2 video
+    checkpoint, which transformers itself drops for `Sam2Model`, excepted).
 
     float32 whatever dtype the checkpoint was saved in (transformers' "auto" would keep a bf16
     copy in bf16, which then meets the float32 pixels): the weights are the master copy that
@@ -101,7 +106,9 @@ def load_pretrained(
     "*-mixed" and converting them for "*-true".
     """
     try:
-        return model_class.from_pretrained(source, config=config, dtype=torch.float32)
+        return load_checked(
+            model_class, source, f"the {role} {source!r}", config=config, dtype=torch.float32
+        )
     except OSError as err:
         raise OSError(f"cannot load the {role} weights from {source!r}: {err}") from err
 

@@ -8,10 +8,12 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
+from castseg.data.coco import CategoryMap
 from castseg.models.registry import build_model
 from castseg.models.student import build_student
 from castseg.models.teachers.ensemble import EnsembleTeacher, fuse_instances, mask_iou
 from castseg.models.teachers.hf_universal import HFUniversalTeacher
+from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 
 CLASSES = ["person", "car", "bicycle"]
 
@@ -184,3 +186,24 @@ def test_config_dict_round_trip_and_parameter_groups(eomt_dir):
         expected = [p for m in ensemble.members for p in m.parameter_groups()[name]]
         assert [id(p) for p in params] == [id(p) for p in expected]
     assert sum(len(p) for p in groups.values()) == len(list(ensemble.parameters()))
+
+
+def test_checkpoint_round_trip_stores_every_members_transformers_model(eomt_dir, tmp_path):
+    ensemble = EnsembleTeacher(members(eomt_dir), iou=0.4).eval()
+    categories = CategoryMap(ids=(1, 2, 3), names=tuple(CLASSES))
+    path = save_checkpoint(
+        tmp_path / "e.pt", ensemble, category_map=categories, image_size=(56, 56)
+    )
+    stored = torch.load(path, weights_only=True)["hub_models"]
+    assert sorted(stored) == [
+        "members.0.encoder.backbone",
+        "members.1.encoder.backbone",
+        "members.2.model",
+    ]
+    loaded = load_checkpoint(path).model
+    images = torch.rand(2, 3, 56, 56, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a, b = ensemble(images), loaded(images)
+    assert torch.equal(a.mask_logits, b.mask_logits)
+    assert torch.equal(a.class_logits, b.class_logits)
+    assert torch.equal(a.embeddings, b.embeddings)

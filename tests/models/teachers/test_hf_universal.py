@@ -23,11 +23,13 @@ from transformers import (
 )
 
 from castseg.config import ContrastiveConfig, LossConfig
+from castseg.data.coco import CategoryMap
 from castseg.models.encoder import IMAGENET_MEAN, IMAGENET_STD
 from castseg.models.registry import build_model
 from castseg.models.teachers.hf_universal import HFUniversalTeacher
 from castseg.structures import Instances
 from castseg.training.batches import ViewBatch
+from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 from castseg.training.module import CastModule
 from castseg.training.objective import StageWeights
 from castseg.training.optim import OptimSettings
@@ -235,6 +237,21 @@ def test_config_dict_round_trip_gives_identical_outputs(mask2former_dir, eomt_di
         assert torch.equal(a.mask_logits, b.mask_logits)
         assert torch.equal(a.class_logits, b.class_logits)
         assert torch.equal(a.embeddings, b.embeddings)
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(mask2former_dir, tmp_path):
+    teacher = HFUniversalTeacher.from_pretrained(str(mask2former_dir), CLASSES).eval()
+    categories = CategoryMap(ids=(1, 2, 3), names=tuple(CLASSES))
+    path = save_checkpoint(tmp_path / "t.pt", teacher, category_map=categories, image_size=(32, 48))
+    assert list(torch.load(path, weights_only=True)["hub_models"]) == ["model"]
+    loaded = load_checkpoint(path).model
+    assert loaded.trainable == teacher.trainable
+    images = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        a, b = teacher(images), loaded(images)
+    assert torch.equal(a.mask_logits, b.mask_logits)
+    assert torch.equal(a.class_logits, b.class_logits)
+    assert torch.equal(a.embeddings, b.embeddings)
 
 
 def test_one_step_changes_only_trainable_parts(mask2former_dir):
