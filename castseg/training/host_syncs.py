@@ -1,10 +1,11 @@
 """Count the operations that make the host wait for an accelerator, on any device.
 
 On a GPU, reading a value on the host (`.item()`, `int(t)`, `float(t)`, `bool(t)`: the
-`aten::_local_scalar_dense` op), an output whose size depends on the data (`nonzero`, boolean
-indexing, `masked_select`, `unique`, `repeat_interleave` without `output_size`) and a copy to
-the CPU each stop the host until the GPU has caught up. The same ops run on CPU, so a CPU run
-counts the syncs that a GPU run would make: a count is not a timing and can be asserted in tests.
+`aten::_local_scalar_dense` op) and an output whose size depends on the data (`nonzero`, boolean
+indexing, `masked_select`, `unique`, `repeat_interleave` without `output_size`) each stop the
+host until the GPU has caught up. The same ops run on CPU, so a CPU run counts the syncs that a
+GPU run would make: a count is not a timing and can be asserted in tests. Not counted: copies
+to the CPU (`.cpu()`, `.tolist()`), which are no ops on a CPU tensor.
 """
 
 from __future__ import annotations
