@@ -8,6 +8,7 @@ field types and ranges (`castseg.config.loading`), then what depends on several 
 """
 
 from castseg.config.consistency import (
+    SIZE_ENCODERS,
     STUDENT_PATCH_SIZE,
     check_consistency,
     nearest_sizes,
@@ -37,6 +38,7 @@ from castseg.config.schema import (
 
 __all__ = [
     "BUILTIN_CONFIG_DIR",
+    "SIZE_ENCODERS",
     "STUDENT_PATCH_SIZE",
     "BadRecordPolicy",
     "ConfigError",

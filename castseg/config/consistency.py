@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from castseg.config.schema import ConfigError, ExperimentConfig, TeacherSource
 
-# The student's DINOv2 encoder cuts images into 14 × 14 patches (`castseg.models.sizes`), so
-# data.image_size must be a multiple of it; checked at load unless student.encoder replaces it.
+# The student's DINOv2 encoder cuts images into 14 × 14 patches (`castseg.models.sizes`, and
+# every published DINOv2), so data.image_size must be a multiple of it. An encoder given by hub id
+# or folder has its own config: `castseg.training.preflight` checks the size against it.
 STUDENT_PATCH_SIZE = 14
+# student.encoder values that name no model: the size's own encoder, pretrained or random.
+SIZE_ENCODERS = ("auto", "random")
 
 
 def check_consistency(cfg: ExperimentConfig) -> None:
     """ConfigError naming the key when keys that depend on each other disagree: the image size
     against the student's patch grid, and the keys each teacher kind needs."""
-    if cfg.student.encoder is None:
+    if cfg.student.encoder in SIZE_ENCODERS:
         bad = [side for side in cfg.data.image_size if side % STUDENT_PATCH_SIZE]
         if bad:
             raise ConfigError(

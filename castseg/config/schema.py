@@ -23,6 +23,7 @@ ContrastiveMode = Literal["fusion", "mask_only", "class_only", "uniform"]
 ScoreTransform = Literal["identity", "square", "sqrt"]
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
 Precision = Literal["32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"]
+MatmulPrecision = Literal["auto", "highest", "high", "medium"]
 
 
 class ConfigError(ValueError):
@@ -149,7 +150,11 @@ class StudentConfig:
     """Stages 2 and 3, distillation and refinement: AdamW, poly schedule (Table 8, appendix D)."""
 
     size: str = "paper"
-    encoder: str | None = None  # hub id or local path overriding the size's encoder
+    # Where the DINOv2 encoder's weights come from: "auto", the size's published pretrained
+    # encoder ("paper": facebook/dinov2-small; "small" and "tiny" have none and start from random
+    # weights, which `check` and `run` warn about); "random", random weights by choice; else a
+    # hub id or local folder of a transformers DINOv2 model (its config sets the architecture).
+    encoder: str = _checked("auto", ("a hub id, a folder, 'auto' or 'random'", lambda v: v != ""))
     num_queries: int | None = _checked(None, _POSITIVE)
     dropout: float = _checked(0.1, _UNIT_INTERVAL)
     proj_dim: int = _checked(128, _POSITIVE)
@@ -191,14 +196,23 @@ class RunConfig:
     out_dir: str = "runs/default"
     seed: int = 0
     accelerator: Accelerator = "auto"
+    # Devices per node. castseg never starts processes itself: several devices (or nodes) need
+    # one process each from torchrun or srun and strategy "ddp" (docs/distributed.md). Without
+    # a launcher "auto" is one device (`run` and `check` say so when there are more, with the
+    # torchrun command), and a count above 1 stops with that command.
     devices: int | Literal["auto"] = _checked("auto", _DEVICES)
     num_nodes: int = _checked(1, _POSITIVE)
     strategy: Literal["auto", "ddp"] = "auto"
     precision: Precision = "32-true"
     # CPU threads torch computes with (torch.set_num_threads); null: torch's default, one per
     # core. On a machine shared with other jobs set it to the cores you may use: torch's threads
-    # spin waiting for each other. CPU results are bit-identical for the same thread count.
+    # spin waiting for each other. CPU results are bit-identical for the same thread count; a
+    # resumed run may use another count (it says that its CPU results then differ).
     threads: int | None = _checked(None, _POSITIVE)
+    # torch.set_float32_matmul_precision before training, evaluation and pseudo-labelling;
+    # "auto": "high" (TF32 tensor cores) on CUDA, torch's default "highest" elsewhere. It
+    # changes results on a GPU, so it is part of the run's and the stage store's fingerprints.
+    matmul_precision: MatmulPrecision = "auto"
     log_every: int = _checked(10, _POSITIVE)
     eval_top_k: int = _checked(100, _POSITIVE)
     checkpoint_every: int = _checked(500, _POSITIVE)  # steps between resumable checkpoints

@@ -233,6 +233,10 @@ def test_run_state_records_stages_and_refuses_another_config(synthetic_world, tm
     assert reopened.finished("distill") is None  # its checkpoint is gone: it reruns
     assert reopened.finished("teacher_finetune") is None
 
+    with pytest.raises(RunStateMismatchError, match="config.run.matmul_precision: 'auto' → "):
+        RunState.open(
+            tmp_path, run_fingerprint(config(synthetic_world, matmul_precision="high"), "teacher-1")
+        )
     with pytest.raises(RunStateMismatchError) as mismatch:
         RunState.open(tmp_path, run_fingerprint(config(synthetic_world, seed=1), "teacher-2"))
     message = str(mismatch.value)
