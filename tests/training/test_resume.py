@@ -294,3 +294,15 @@ def test_a_rerun_may_change_the_thread_count_and_is_told_what_that_costs(synthet
         )
     finally:
         torch.set_num_threads(threads)
+
+
+def test_without_the_teacher_s_weights_only_the_config_is_compared(synthetic_world, tmp_path):
+    # `castseg check --no-models` with a hub teacher: its weights are not there to digest.
+    fingerprint = run_fingerprint(config(synthetic_world), "teacher-1")
+    RunState.open(tmp_path, fingerprint).record(FinishedStage("zero_shot", None))
+    unknown = run_fingerprint(config(synthetic_world), "")
+    assert RunState.open(tmp_path, unknown, teacher_known=False).stage_names == ["zero_shot"]
+    with pytest.raises(RunStateMismatchError, match=r"\(config.run.seed: 0 → 1\)"):
+        RunState.open(
+            tmp_path, run_fingerprint(config(synthetic_world, seed=1), ""), teacher_known=False
+        )
