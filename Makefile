@@ -1,4 +1,5 @@
-# Set-up and checks for castseg. `make setup` creates .venv with the CPU build of PyTorch.
+# Set-up and checks for castseg. `make setup` creates .venv with PyTorch from the index pip is
+# configured for (on Linux, PyPI's wheel is the CUDA build, which runs on CPU too).
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin

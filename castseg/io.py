@@ -1,4 +1,5 @@
-"""Atomic file writes: a file appears complete at its path or not at all.
+"""Atomic file writes (a file appears complete at its path or not at all), and the check that an
+output folder can be one.
 
 Checkpoints, pseudo-label caches and reports are written to a temporary file in the same folder
 and renamed onto their path only once fully written, so an interrupted run never leaves a
@@ -48,3 +49,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 2) -> None:
     """Write `data` as JSON to `path` atomically; unserialisable data raises before any write."""
     atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
+
+
+def check_output_folder(folder: Path, what: str) -> None:
+    """ValueError naming `what` when `folder` cannot become a folder: it, or the nearest of its
+    parents that exists, is not a folder. Checked before any work, so nothing is half-written."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "is" if path == folder else f"is inside {path}, which is"
+                raise ValueError(f"{what} {folder} {where} a file; expected a folder")
+            return

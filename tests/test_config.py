@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -90,7 +91,9 @@ def test_yaml_values_are_typed(tmp_path):
             r"teacher\.milestones: expected increasing entries",
         ),
         ({"loss": {"lambda_pxl": -0.1}}, r"loss\.lambda_pxl: expected a value >= 0, got -0\.1"),
-        ({"data": {"split": 1.5}}, r"data\.split: expected a fraction in \(0, 1\]"),
+        ({"data": {"split": 1.5}}, r"data\.split: expected a fraction in \(0, 1\)"),
+        # the splitter's range: a fraction of 1.0 would leave no unlabeled image
+        ({"data": {"split": 1.0}}, r"data\.split: expected a fraction in \(0, 1\) or a count"),
         ({"student": [1, 2]}, r"student: expected a mapping with keys size, "),
     ],
 )
@@ -136,6 +139,27 @@ def test_overrides():
         apply_overrides(cfg, ["student.lr_decoder.x=1"])
     with pytest.raises(ConfigError, match="section.key=value"):
         apply_overrides(cfg, ["student.lr_decoder"])
+
+
+def test_overrides_mend_what_the_file_gets_wrong_and_errors_name_their_source(tmp_path):
+    path = write(
+        tmp_path,
+        "data: {labeled_annotations: a.json, image_size: [120, 120]}\n"
+        "student: {lr_decoder: fast}\n",
+    )
+    mended = ["data.image_size=[112,112]", "student.lr_decoder=1e-4"]
+    cfg = load_config(path, mended)  # the file alone is refused on both keys
+    assert cfg.data.image_size == (112, 112) and cfg.student.lr_decoder == 1e-4
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: data\.image_size: \[120, "):
+        load_config(path, mended[1:])  # the file's value, named by the file
+    bad = "data.image_size=[126,130]"
+    with pytest.raises(ConfigError, match=rf"^--set {re.escape(bad)}: data\.image_size: \[126, "):
+        load_config(path, [*mended, bad])  # the last --set of the key introduced it
+    kind = "teacher.kind=student_family"
+    with pytest.raises(ConfigError, match=rf"^--set {kind}: teacher\.checkpoint: kind "):
+        load_config(path, [*mended, kind])  # the --set that made the checkpoint necessary
+    with pytest.raises(ConfigError, match=r"^--set loss={lambda_pxl: -1}: loss\.lambda_pxl: "):
+        load_config(path, [*mended, "loss={lambda_pxl: -1}"])  # a section set whole
 
 
 def test_teacher_contrastive_takes_the_keys_it_leaves_out_from_the_top_level_section(tmp_path):

@@ -34,25 +34,6 @@ def add_override_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def apply_threads(threads: int | None) -> None:
-    """Make torch compute with `run.threads` CPU threads; None keeps torch's default."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-def check_output_folder(folder: Path, what: str) -> None:
-    """ValueError naming `what` when `folder` cannot become a folder: it, or the nearest of its
-    parents that exists, is not a folder. Checked before any work, so nothing is half-written."""
-    for path in (folder, *folder.parents):
-        if path.exists():
-            if not path.is_dir():
-                where = "is" if path == folder else f"is inside {path}, which is"
-                raise ValueError(f"{what} {folder} {where} a file; expected a folder")
-            return
-
-
 def model_file_kind(path: Path) -> str:
     """ "checkpoint" for a castseg checkpoint (a torch.save zip file), "onnx" for an ONNX model;
     a one-line ValueError naming the file for anything else."""

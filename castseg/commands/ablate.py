@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from castseg.commands import add_override_argument, add_seeds_argument, apply_threads
+from castseg.commands import add_override_argument, add_seeds_argument
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -59,10 +59,13 @@ def run(args: argparse.Namespace) -> int:
     from castseg.config import load_config
     from castseg.experiments.grid import format_ablation_table, plan_grid, run_ablation
     from castseg.experiments.variants import parse_axis
+    from castseg.preflight import SETUP_CHECKS, Preflight
+    from castseg.training.compute import apply_compute_settings
     from castseg.training.distributed import distributed_session
 
-    cfg = load_config(args.config, args.overrides)
-    apply_threads(cfg.run.threads)
+    # run.out_dir, the stage store and the launch, before any data or model is loaded
+    cfg = Preflight(load_config(args.config, args.overrides), args.config).check(SETUP_CHECKS).cfg
+    apply_compute_settings(cfg.run)
     axes = [parse_axis(text) for text in args.vary]
     seeds = (0, 1, 2) if args.seeds is None else args.seeds
     # every variant's config checked before anything runs

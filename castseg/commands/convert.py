@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
         external_split,
         write_split,
     )
+    from castseg.io import check_output_folder
 
+    check_output_folder(args.out, "--out")
     absent = [str(path) for path in args.split_file if not path.is_file()]
     if absent:
         raise FileNotFoundError(f"split files not found: {absent}")

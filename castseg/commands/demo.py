@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from castseg.commands import add_override_argument, apply_threads, check_output_folder
+from castseg.commands import add_override_argument
+from castseg.io import check_output_folder
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from castseg.demo_plan import FULL, SMOKE, STAND_IN, demo_config
     from castseg.demo_teacher import source_teacher
     from castseg.report import format_console_table, format_pseudo_label_console
+    from castseg.training.compute import apply_compute_settings
     from castseg.training.experiment_data import load_experiment_data
     from castseg.training.pipeline import CastPipeline
 
@@ -53,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{verb} the synthetic world in {out / 'world'}")
     world = generate_world(out / "world", plan.world)
     cfg = demo_config(out, world, plan, args.overrides)
-    apply_threads(cfg.run.threads)
+    apply_compute_settings(cfg.run)
     print(STAND_IN)
-    if cfg.student.encoder is None:  # unless the user chose an encoder with --set
+    if cfg.student.encoder == "auto":  # unless the user chose an encoder with --set
         encoder = source_encoder(plan.encoder, plan.world, world, cfg, out, progress=progress)
         cfg = apply_overrides(cfg, [f"student.encoder={encoder}"])
     teacher = source_teacher(plan.teacher, plan.world, world, cfg, out, progress=progress)

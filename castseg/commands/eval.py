@@ -123,10 +123,12 @@ def _evaluate_teacher(
     from castseg.config import load_config
     from castseg.data.coco import CocoInstanceDataset
     from castseg.models.teachers import build_teacher
+    from castseg.training.compute import apply_compute_settings
     from castseg.training.evaluate import evaluate_model
     from castseg.training.inference import inference_device
 
     cfg = load_config(config, overrides)
+    apply_compute_settings(cfg.run)
     if cfg.data.val_annotations is None:
         raise ValueError(f"{config}: data.val_annotations is required to evaluate the teacher")
     dataset = CocoInstanceDataset(cfg.data.val_annotations, cfg.data.val_image_root)

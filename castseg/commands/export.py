@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from castseg.commands import COMMANDS, check_output_folder
+from castseg.commands import COMMANDS
+from castseg.io import check_output_folder
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

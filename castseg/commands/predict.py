@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from castseg.commands import COMMANDS, check_output_folder, model_file_kind
+from castseg.commands import COMMANDS, model_file_kind
 from castseg.deploy.devices import DEVICES
+from castseg.io import check_output_folder
 
 # Suffixes of castseg checkpoints: such a file among the inputs of an --onnx run is a mistake.
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")

@@ -2,8 +2,11 @@
 
 A rerun into the same run.out_dir resumes: finished stages are skipped and an interrupted one
 continues from its last checkpoint (Ctrl-C says where it stopped and exits with 130). A different
-config stops with an error once a stage has finished; --restart discards the earlier run.
-`castseg check CONFIG` makes the same checks and prints the plan without training.
+config stops with an error once a stage has finished (run.threads may change: the run says that
+its CPU results then differ); --restart discards the earlier run. `castseg check CONFIG` makes the
+same checks before training (castseg.preflight) and prints the plan without training.
+castseg never starts processes itself: without torchrun or srun, run.devices auto is one device
+and a count above 1 stops with the torchrun command (docs/distributed.md).
 With --seeds 0,1,2 the pipeline runs once per seed into run.out_dir/seed_<k>/
 and run.out_dir/summary.md gives every row as mean ± std over the seeds.
 """
@@ -13,13 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from castseg.commands import (
-    COMMANDS,
-    add_override_argument,
-    add_seeds_argument,
-    apply_threads,
-    check_output_folder,
-)
+from castseg.commands import COMMANDS, add_override_argument, add_seeds_argument
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -49,23 +46,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: `castseg run --help` must not wait for torch, Lightning and transformers.
-    from castseg.commands.check import load_teacher
     from castseg.config import load_config
+    from castseg.preflight import MODEL_CHECKS, SETUP_CHECKS, Preflight
     from castseg.report import format_console_table, format_pseudo_label_console
+    from castseg.training.compute import apply_compute_settings
     from castseg.training.distributed import distributed_session, is_rank_zero
-    from castseg.training.experiment_data import load_experiment_data
     from castseg.training.pipeline import CastPipeline
 
-    cfg = load_config(args.config, args.overrides)
-    check_output_folder(Path(cfg.run.out_dir), "run.out_dir")
-    apply_threads(cfg.run.threads)
     progress = not args.no_progress
+    cfg = load_config(args.config, args.overrides)
+    # The checks `castseg check` makes too: the folders and the launch first, the models and
+    # data on every rank.
+    flight = Preflight(
+        cfg, args.config, restart=args.restart, seeds=args.seeds, progress=progress
+    ).check(SETUP_CHECKS)
+    apply_compute_settings(flight.cfg.run)
     # Launched by torchrun or SLURM with run.strategy=ddp, every rank runs this function.
-    with distributed_session(cfg.run):
-        data = load_experiment_data(cfg.data, progress=progress)
+    with distributed_session(flight.cfg.run):
+        flight.check(MODEL_CHECKS)
+        cfg, data, teacher = flight.cfg, flight.data, flight.teacher
+        assert data is not None and teacher is not None
         if args.seeds is not None:
-            return run_seeds_command(cfg, data, args)
-        teacher = load_teacher(cfg, data)
+            return run_seeds_command(cfg, data, teacher, args)
         pipeline = CastPipeline(
             cfg, data, Path(cfg.run.out_dir), progress=progress, restart=args.restart
         )
@@ -74,27 +76,35 @@ def run(args: argparse.Namespace) -> int:
             print(format_console_table(outcome.rows))
             if outcome.pseudo_labels:
                 print(f"\n{format_pseudo_label_console(outcome.pseudo_labels)}")
-            skipped = data.skipped_records
-            if skipped:
-                print(f"\n{len(skipped)} data records skipped (listed in the report)")
+            print_skipped_records(data)
             print(f"\nReport: {outcome.report}")
     return 0
 
 
-def run_seeds_command(cfg, data, args: argparse.Namespace) -> int:
-    """`--seeds`: the pipeline once per seed, then the summary over seeds."""
-    from castseg.commands.check import load_teacher
+def run_seeds_command(cfg, data, teacher, args: argparse.Namespace) -> int:
+    """`--seeds`: the pipeline once per seed (the first from the checked `teacher`, the others
+    from a fresh copy of its pretrained weights), then the summary over seeds."""
     from castseg.experiments.seeds import run_seeds
+    from castseg.preflight import load_teacher
 
+    unused = [teacher]
     outcome = run_seeds(
         cfg,
         args.seeds,
         data,
-        lambda: load_teacher(cfg, data),
+        lambda: unused.pop() if unused else load_teacher(cfg, data),
         progress=not args.no_progress,
         restart=args.restart,
         baseline=args.baseline,
     )
     if outcome.summary is not None:
         print(f"\nSummary over seeds {', '.join(map(str, args.seeds))}: {outcome.summary}")
+        print_skipped_records(data)
     return 0
+
+
+def print_skipped_records(data) -> None:
+    """The records `data.on_bad_record: skip` dropped, one line each, after the results."""
+    lines = data.skipped_report()
+    if lines:
+        print("\n" + "\n".join(lines))

@@ -42,7 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from castseg.data.splits import split_labeled, write_id_list
+    from castseg.io import check_output_folder
 
+    check_output_folder(args.out, "--out")
     labeled, unlabeled = split_labeled(
         args.annotations, args.labeled, seed=args.seed, stratify=args.stratify
     )

@@ -16,7 +16,8 @@ class StudentSize:
     encoder_*: the DINOv2 ViT (patch size 14); image_size sets its position-embedding grid,
     other input sizes interpolate it. reassemble_dims: DPT reassemble channels, shallow to deep.
     dim: channels of the neck outputs and width of the decoder. proj_hidden_dim: hidden width
-    of the projection head.
+    of the projection head. pretrained_encoder: the published DINOv2 weights of this encoder
+    architecture (a hub id), which `student.encoder: auto` starts from; None: there are none.
     """
 
     encoder_dim: int
@@ -30,6 +31,7 @@ class StudentSize:
     ffn_dim: int
     num_queries: int
     proj_hidden_dim: int
+    pretrained_encoder: str | None = None
 
     def encoder_config(self) -> Dinov2Config:
         """Dinov2Config of this size's encoder, for random init."""
@@ -59,6 +61,7 @@ SIZES: dict[str, StudentSize] = {
         ffn_dim=1024,
         num_queries=100,
         proj_hidden_dim=256,
+        pretrained_encoder="facebook/dinov2-small",
     ),
     "small": StudentSize(
         encoder_dim=192,
@@ -88,3 +91,14 @@ SIZES: dict[str, StudentSize] = {
         proj_hidden_dim=64,
     ),
 }
+
+
+def student_encoder(size: str, encoder: str) -> str | None:
+    """The pretrained encoder weights (hub id or folder) that `student.encoder` gives a student
+    of `size`, or None for random weights: "auto" is the size's published encoder (None when it
+    has none), "random" is None, anything else is itself."""
+    if size not in SIZES:
+        raise ValueError(f"student.size: unknown size {size!r}, expected one of {sorted(SIZES)}")
+    if encoder == "auto":
+        return SIZES[size].pretrained_encoder
+    return None if encoder == "random" else encoder

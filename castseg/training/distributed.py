@@ -4,6 +4,8 @@ Lightning's DDP strategy trains; pseudo-labelling and evaluation run between fit
 their images across ranks and exchange results themselves. `init_distributed` starts the process
 group from the launcher's environment before the first fit; Lightning then finds it initialised
 and uses it. Without an initialised process group every helper acts as rank 0 of a world of one.
+castseg never lets Lightning start processes itself: `resolve_devices` turns `run.devices: auto`
+into one device without a launcher and refuses more than one.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import pickle
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import torch
@@ -100,13 +103,66 @@ def launch_environment() -> ClusterEnvironment | None:
     return None
 
 
+def resolve_devices(run: RunConfig, config: str = "CONFIG") -> tuple[RunConfig, str | None]:
+    """`run` with run.devices as the count this launch uses on each node, and a line to show
+    when `run.devices: auto` leaves devices idle.
+
+    castseg never lets Lightning start processes in the middle of the pipeline: several devices
+    or nodes need a launcher (torchrun, srun) and run.strategy "ddp". Without one, "auto" is one
+    device; a count above 1 (or several nodes) is a ValueError with the torchrun command for
+    `config`, as is a launch that disagrees with the config (`init_distributed`'s checks).
+    """
+    _check_launch(run, config)
+    if run.devices != "auto":
+        return run, None
+    found = _visible_devices(run.accelerator)
+    note = None
+    if found > 1:
+        note = (
+            f"run.devices: auto uses one of the {found} CUDA devices without a launcher; to use "
+            f"all: {torchrun_command(found, config)}"
+        )
+    return replace(run, devices=1), note
+
+
+def torchrun_command(devices: int, config: str = "CONFIG") -> str:
+    """The torchrun command that runs `castseg run config` on `devices` devices of one node."""
+    return (
+        f"torchrun --standalone --nproc_per_node {devices} -m castseg.cli run {config} "
+        f"--set run.strategy=ddp --set run.devices={devices}"
+    )
+
+
 def init_distributed(run: RunConfig) -> bool:
     """Start the process group of a torchrun or srun launch; True when there are several ranks.
 
     Call once per process, before the first fit. With run.strategy "ddp" the launcher must have
     started run.devices × run.num_nodes processes; "nccl" is used on CUDA devices, "gloo" on CPU.
-    ValueError naming the keys when the launch and the config disagree.
+    ValueError naming the keys when the launch and the config disagree (`resolve_devices`).
     """
+    _check_launch(run)
+    environment = launch_environment()
+    if run.strategy != "ddp" or environment is None or environment.world_size() == 1:
+        return False
+    if dist.is_initialized():
+        return True
+    use_cuda = run.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(environment.local_rank())
+    # The env:// rendezvous reads these; SLURM's address comes from the job's node list.
+    os.environ["MASTER_ADDR"] = environment.main_address
+    os.environ["MASTER_PORT"] = str(environment.main_port)
+    dist.init_process_group(
+        "nccl" if use_cuda else "gloo",
+        rank=environment.global_rank(),
+        world_size=environment.world_size(),
+    )
+    return True
+
+
+def _check_launch(run: RunConfig, config: str = "CONFIG") -> None:
+    """ValueError naming the keys when the launcher's processes, run.strategy, run.devices and
+    run.num_nodes disagree, or when the run would need processes that no launcher started."""
     environment = launch_environment()
     launched = environment.world_size() if environment is not None else 1
     if run.strategy != "ddp":
@@ -115,7 +171,16 @@ def init_distributed(run: RunConfig) -> bool:
                 f"{launched} processes were launched but run.strategy is {run.strategy!r}: set "
                 "run.strategy=ddp (and run.devices, run.num_nodes) for a multi-process run"
             )
-        return False
+        several = isinstance(run.devices, int) and run.devices > 1
+        if several or run.num_nodes > 1:
+            devices = run.devices if isinstance(run.devices, int) else 1
+            raise ValueError(
+                f"run.devices={run.devices} and run.num_nodes={run.num_nodes} need one process "
+                f"per device and run.strategy=ddp; castseg does not start them itself: "
+                f"{torchrun_command(devices, config)} (several nodes: docs/distributed.md)"
+            )
+        _visible_devices(run.accelerator)
+        return
     if not isinstance(run.devices, int):
         raise ValueError(
             f"run.strategy=ddp needs run.devices set to the processes per node, got {run.devices!r}"
@@ -124,28 +189,28 @@ def init_distributed(run: RunConfig) -> bool:
     if environment is None and expected > 1:
         raise ValueError(
             f"run.strategy=ddp with run.devices={run.devices} and run.num_nodes={run.num_nodes} "
-            f"needs {expected} processes: {LAUNCH_HELP}"
+            f"needs {expected} processes: {LAUNCH_HELP}, e.g. "
+            f"{torchrun_command(run.devices, config)}"
         )
     if launched != expected:
         raise ValueError(
             f"the launcher started {launched} processes but run.devices × run.num_nodes = "
             f"{run.devices} × {run.num_nodes} = {expected}: make them agree ({LAUNCH_HELP})"
         )
-    if expected == 1:
-        return False
-    if dist.is_initialized():
-        return True
-    assert environment is not None
-    use_cuda = run.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.set_device(environment.local_rank())
-    # The env:// rendezvous reads these; SLURM's address comes from the job's node list.
-    os.environ["MASTER_ADDR"] = environment.main_address
-    os.environ["MASTER_PORT"] = str(environment.main_port)
-    dist.init_process_group(
-        "nccl" if use_cuda else "gloo", rank=environment.global_rank(), world_size=launched
-    )
-    return True
+
+
+def _visible_devices(accelerator: str) -> int:
+    """How many devices of `accelerator` this process sees (as Lightning would pick them);
+    ValueError when an explicitly chosen GPU accelerator finds none."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    mps = torch.backends.mps.is_available()
+    if accelerator == "cuda" or (accelerator in ("gpu", "mps") and not mps):
+        raise ValueError(
+            f"run.accelerator is {accelerator!r} but torch finds no such device here: set "
+            "run.accelerator=cpu (or auto)"
+        )
+    return 1
 
 
 @contextmanager

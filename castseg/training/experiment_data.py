@@ -33,6 +33,15 @@ class ExperimentData:
         datasets = (self.labeled, self.unlabeled, self.val)
         return [reason for d in datasets if d is not None for reason in d.skipped]
 
+    def skipped_report(self) -> list[str]:
+        """`skipped_records` under a heading line, as the console and the report list them;
+        nothing when no record was skipped."""
+        skipped = self.skipped_records
+        if not skipped:
+            return []
+        heading = f"{len(skipped)} data records skipped (data.on_bad_record: skip):"
+        return [heading, *(f"skipped: {reason}" for reason in skipped)]
+
 
 def load_experiment_data(cfg: DataConfig, *, progress: bool = True) -> ExperimentData:
     """Build D_l, D_u and the validation set, checking every image and annotation they use.

@@ -35,15 +35,16 @@ from torch import nn
 from castseg.config import ExperimentConfig, config_to_dict
 from castseg.experiments.results import write_results
 from castseg.interruption import Interrupted
+from castseg.models.sizes import student_encoder
 from castseg.models.student import build_student
 from castseg.report import CAST_STUDENT, ModelRow, PseudoLabelRow, narrative, write_report
 from castseg.training.checkpoints import load_checkpoint, save_checkpoint
+from castseg.training.compute import apply_compute_settings, resolve_precision
 from castseg.training.distributed import barrier, is_rank_zero
 from castseg.training.evaluate import evaluate_model
 from castseg.training.experiment_data import ExperimentData
 from castseg.training.inference import inference_device
 from castseg.training.objective import StageWeights
-from castseg.training.precision import resolve_precision
 from castseg.training.prediction_samples import save_validation_samples
 from castseg.training.pseudo_label_quality import read_pseudo_label_rows, save_pseudo_label_samples
 from castseg.training.run_state import (
@@ -72,10 +73,6 @@ STAGE_CHECKPOINTS = {
     "supervised_baseline": "student_supervised",
 }
 STAGES = ("teacher_zero_shot", *STAGE_CHECKPOINTS)
-
-
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 @dataclass
@@ -136,7 +133,8 @@ class CastPipeline:
                 precision=resolve_precision(self.cfg.run),
             )
             ap, ap50, per_class = result.metrics.ap, result.metrics.ap50, result.metrics.per_class
-        row = ModelRow(name, parameter_count(model), ap, ap50, wall_s, per_class)
+        parameters = sum(p.numel() for p in model.parameters())
+        row = ModelRow(name, parameters, ap, ap50, wall_s, per_class)
         self.outcome.rows.append(row)
         return row
 
@@ -155,11 +153,15 @@ class CastPipeline:
 
     def run(self, teacher: nn.Module, *, baseline: bool = False) -> PipelineOutcome:
         """All three stages from a pretrained `teacher`; `baseline` adds a supervised student."""
+        apply_compute_settings(self.cfg.run)
         if self.restart:
             self.discard_run()
         teacher_weights = state_fingerprint(teacher)
         fingerprint = run_fingerprint(self.cfg, teacher_weights)
         self.state = RunState.open(self.out_dir, fingerprint)
+        threads = self.state.threads_note()
+        if threads is not None:
+            print(f"Note: {threads}")
         barrier()
         self.stages.run_key = self.state.key
         pretrained = copy.deepcopy(teacher.state_dict())
@@ -330,7 +332,7 @@ class CastPipeline:
         return build_student(
             cfg.size,
             len(self.data.categories),
-            encoder=cfg.encoder,
+            encoder=student_encoder(cfg.size, cfg.encoder),
             num_queries=cfg.num_queries,
             dropout=cfg.dropout,
             proj_dim=cfg.proj_dim,
@@ -387,11 +389,7 @@ class CastPipeline:
     def data_notes(self) -> list[str]:
         """Report lines for the records `data.on_bad_record: skip` dropped, and the steps
         skipped for a non-finite loss."""
-        notes = []
-        skipped = self.data.skipped_records
-        if skipped:
-            notes.append(f"{len(skipped)} data records skipped (data.on_bad_record: skip):")
-            notes += [f"skipped: {reason}" for reason in skipped]
+        notes = self.data.skipped_report()
         for run in self.stages.runs:
             if run.skipped_steps:
                 notes.append(

@@ -4,6 +4,7 @@
 
     {"format": "castseg-run-state-v1",
      "fingerprint": {"config": {...}, "teacher": "<SHA-1 of the initial teacher weights>"},
+     "threads": 2,
      "stages": {"teacher_finetune": {"checkpoint": "teacher_finetuned.pt", "steps": 1000,
                                      "skipped_steps": 0, "wall_s": 812.3, "rows": []},
                 ...}}
@@ -14,9 +15,14 @@ an evaluation) and its rows are the results-table rows it produced (AP as null w
 The fingerprint is what the run's results depend on: the config without the keys in
 `NEUTRAL_KEYS` (where the run writes, how often it logs and checkpoints, when it gives up on
 non-finite losses, how many loader processes it uses, where the shared stage store lies: none of
-them changes a number) and the
-teacher's initial weights. A run into a folder whose state has another fingerprint stops with a
-`RunStateMismatchError` naming the differences; `restart=True` discards the old run instead.
+them changes a number) and `RESUMABLE_KEYS`, and the teacher's initial weights. A run into a
+folder whose state has another fingerprint stops with a `RunStateMismatchError` naming the
+differences; `restart=True` discards the old run instead.
+
+`run.threads` (`RESUMABLE_KEYS`) changes CPU results in their last bits, yet a resumed run may
+change it (e.g. to 1 on a machine that became shared): `threads` records the CPU thread count
+the state was last written with, and `RunState.threads_note` says when a rerun computes with
+another.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from castseg.config import ExperimentConfig, config_to_dict
 from castseg.io import atomic_write_json
@@ -44,6 +52,7 @@ NEUTRAL_KEYS = (
     "data.num_workers",
     "run.stage_store",
 )
+RESUMABLE_KEYS = ("run.threads",)
 
 
 class RunStateMismatchError(ValueError):
@@ -51,12 +60,13 @@ class RunStateMismatchError(ValueError):
 
 
 def run_fingerprint(cfg: ExperimentConfig, teacher_weights: str) -> dict[str, Any]:
-    """What a run's results depend on: the config minus `NEUTRAL_KEYS`, and the teacher.
+    """What a run's results depend on: the config minus `NEUTRAL_KEYS` and `RESUMABLE_KEYS`,
+    and the teacher.
 
     teacher_weights: a digest of the teacher's initial weights (`state_fingerprint`).
     """
     config = config_to_dict(cfg)
-    for key in NEUTRAL_KEYS:
+    for key in (*NEUTRAL_KEYS, *RESUMABLE_KEYS):
         section, name = key.split(".")
         del config[section][name]
     return {"config": config, "teacher": teacher_weights}
@@ -98,11 +108,16 @@ class RunState:
     """The finished stages of the run in `out_dir`, kept in `out_dir/run_state.json`."""
 
     def __init__(
-        self, path: Path, fingerprint: dict[str, Any], stages: list[FinishedStage]
+        self,
+        path: Path,
+        fingerprint: dict[str, Any],
+        stages: list[FinishedStage],
+        threads: int | None = None,
     ) -> None:
         self.path = path
         self.fingerprint = fingerprint
         self._stages = {stage.name: stage for stage in stages}
+        self.earlier_threads = threads  # the CPU threads of the earlier run's last stage
 
     @property
     def key(self) -> str:
@@ -111,11 +126,17 @@ class RunState:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @classmethod
-    def open(cls, out_dir: str | Path, fingerprint: dict[str, Any]) -> RunState:
+    def open(
+        cls, out_dir: str | Path, fingerprint: dict[str, Any], *, teacher_known: bool = True
+    ) -> RunState:
         """The state of the run in `out_dir`; a new, empty one when there is none, first written
         when a stage finishes. RunStateMismatchError when the folder holds a run with another
         fingerprint that finished a stage (a state with no finished stage holds nothing to keep,
-        so a corrected rerun replaces it)."""
+        so a corrected rerun replaces it). Opening writes nothing.
+
+        teacher_known: False when the teacher's weights are unknown (`castseg check --no-models`
+        with hub weights); only the config is compared then.
+        """
         path = Path(out_dir) / RUN_STATE_FILE
         fingerprint = json.loads(json.dumps(fingerprint))  # tuples as lists, as read back
         if not path.is_file():
@@ -123,6 +144,8 @@ class RunState:
         data = _read(path)
         if not data["stages"]:
             return cls(path, fingerprint, [])
+        if not teacher_known:
+            fingerprint["teacher"] = data["fingerprint"].get("teacher")
         if data["fingerprint"] != fingerprint:
             differences = "; ".join(_differences(data["fingerprint"], fingerprint))
             raise RunStateMismatchError(
@@ -137,7 +160,24 @@ class RunState:
                 raise ValueError(
                     f"{path}: stage {name!r} is not a valid record ({err!r}); rerun with --restart"
                 ) from err
-        return cls(path, fingerprint, stages)
+        threads = data.get("threads")
+        return cls(path, fingerprint, stages, threads if isinstance(threads, int) else None)
+
+    @property
+    def stage_names(self) -> list[str]:
+        """The finished stages, in the order they finished."""
+        return list(self._stages)
+
+    def threads_note(self) -> str | None:
+        """A line when this process computes with another number of CPU threads than the
+        earlier run did (`run.threads` may change on resume)."""
+        now = torch.get_num_threads()
+        if self.earlier_threads is None or self.earlier_threads == now:
+            return None
+        return (
+            f"resuming with {now} CPU threads where the earlier run used "
+            f"{self.earlier_threads}: CPU results will differ from an uninterrupted run"
+        )
 
     def finished(self, name: str) -> FinishedStage | None:
         """The record of stage `name` if it finished and its checkpoint (if any) still exists."""
@@ -163,6 +203,7 @@ class RunState:
             {
                 "format": RUN_STATE_FORMAT,
                 "fingerprint": self.fingerprint,
+                "threads": torch.get_num_threads(),
                 "stages": {name: stage.to_json() for name, stage in self._stages.items()},
             },
         )

@@ -3,11 +3,11 @@
 The teacher stages (zero-shot evaluation, fine-tuning, self-training) and the adapted teacher's
 pseudo-labels depend only on the data, the teacher, the seed and the stage-1 loss and
 contrastive settings (`ExperimentConfig.teacher_contrastive`). `teacher_stage_fingerprint`
-digests exactly those (plus how the run computes: precision, devices, evaluation top-k, the
-castseg version), so two runs that differ only in student settings (or λ_semi, which stage 1
-does not use) share them. Layout under `run.stage_store` (default "auto": `.cache` beside the
-run folder, so `runs/.cache/` for `runs/<name>`; the runs of `--seeds` and of `castseg ablate`
-use the store of their top folder):
+digests exactly those (plus how the run computes: precision, float32 matmul precision,
+devices, evaluation top-k, the castseg version), so two runs that differ only in student
+settings (or λ_semi, which stage 1 does not use) share them. Layout under `run.stage_store`
+(default "auto": `.cache` beside the run folder, so `runs/.cache/` for `runs/<name>`; the runs
+of `--seeds` and of `castseg ablate` use the store of their top folder):
 
     <key>/fingerprint.json                 what the key digests, readable
     <key>/teacher_adaptation/manifest.json the stages' records, every file's size and SHA-256
@@ -50,7 +50,16 @@ TEACHER_PART = "teacher_adaptation"
 PSEUDO_LABEL_PART = "pseudo_labels"
 ADAPTED_PSEUDO_LABELS = "pseudo_labels_teacher_adapted.jsonl"
 # The run settings that change what stage 1 computes (the rest say where and how often to write).
-_RUN_KEYS = ("seed", "accelerator", "devices", "num_nodes", "strategy", "precision", "eval_top_k")
+_RUN_KEYS = (
+    "seed",
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "precision",
+    "matmul_precision",
+    "eval_top_k",
+)
 _MANIFEST = "manifest.json"
 
 

@@ -17,11 +17,11 @@ import torch
 from torch import Tensor, nn
 
 from castseg.config import ExperimentConfig
+from castseg.training.compute import resolve_precision
 from castseg.training.experiment_data import ExperimentData
 from castseg.training.inference import inference_device
 from castseg.training.objective import StageWeights
 from castseg.training.optim import OptimSettings
-from castseg.training.precision import resolve_precision
 from castseg.training.pseudo_label_quality import assess_pseudo_labels
 from castseg.training.pseudo_labels import PseudoLabeledDataset, generate_pseudo_labels
 from castseg.training.trainer import StageRun, train_stage

@@ -43,10 +43,10 @@ from castseg.data.views import WeakView
 from castseg.interruption import Interrupted
 from castseg.io import atomic_write
 from castseg.training.batches import StageBatches
+from castseg.training.compute import resolve_precision
 from castseg.training.module import CastModule
 from castseg.training.objective import StageWeights
 from castseg.training.optim import OptimSettings
-from castseg.training.precision import resolve_precision
 from castseg.training.progress import StageBar, stage_progress
 
 RESUME_CHECKPOINT = "last.ckpt"

@@ -86,6 +86,15 @@ def test_run_trains_all_stages_from_a_teacher_checkpoint(tmp_path, synthetic_wor
     assert student.extra["config"]["run"]["threads"] == 1
     assert (tmp_path / "run" / "report.md").is_file()
 
+    # Another thread count resumes the run (every stage is done), saying what that costs.
+    try:
+        assert main(["run", str(config), "--no-progress", *FAST, "--set", "run.threads=2"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    printed = capsys.readouterr().out
+    assert "Stage refine finished in an earlier run" in printed
+    assert "resuming with 2 CPU threads where the earlier run used 1: CPU results will " in printed
+
     # The folder now holds that run: another config stops, --restart discards the old run.
     # (No training steps in the other config, to keep the test short.)
     other = [f"--set={key}=0" for key in ("teacher.finetune_iters", "student.distill_iters")]
@@ -258,7 +267,9 @@ def test_skipped_bad_records_are_counted_and_reported(tmp_path, synthetic_world,
     skip = ["--set", "data.on_bad_record=skip"]
     with pytest.warns(BadRecordWarning, match=broken.name):
         assert main(["run", str(config), "--no-progress", *FAST, *skip]) == 0
-    assert "1 data records skipped" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "1 data records skipped (data.on_bad_record: skip):\nskipped: " in printed
+    assert broken.name in printed.rpartition("data records skipped")[2]  # listed at the end
     report = (tmp_path / "run" / "report.md").read_text()
     assert "1 data records skipped" in report and broken.name in report
 

@@ -31,6 +31,7 @@ from castseg.training.distributed import (
     init_distributed,
     is_rank_zero,
     on_rank_zero,
+    resolve_devices,
 )
 from castseg.training.evaluate import evaluate_model
 from castseg.training.experiment_data import load_experiment_data
@@ -239,6 +240,41 @@ def test_init_distributed_outside_a_launcher(monkeypatch: pytest.MonkeyPatch) ->
         init_distributed(RunConfig(strategy="ddp", devices=2))
     with pytest.raises(ValueError, match="needs run.devices set"):
         init_distributed(RunConfig(strategy="ddp", devices="auto"))
+    # Lightning would start the second process itself, in the middle of the pipeline.
+    with pytest.raises(ValueError, match="castseg does not start them itself: torchrun "):
+        init_distributed(RunConfig(accelerator="cpu", devices=2))
+
+
+def test_without_a_launcher_auto_is_one_device_and_says_how_to_use_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("TORCHELASTIC_RUN_ID", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    assert resolve_devices(RunConfig(accelerator="cpu")) == (
+        RunConfig(accelerator="cpu", devices=1),
+        None,
+    )
+    with pytest.raises(
+        ValueError,
+        match="torchrun --standalone --nproc_per_node 2 -m castseg.cli run c.yaml --set "
+        "run.strategy=ddp --set run.devices=2",
+    ):
+        resolve_devices(RunConfig(accelerator="cpu", devices=2), "c.yaml")
+    with pytest.raises(ValueError, match="run.num_nodes=2 need one process per device"):
+        resolve_devices(RunConfig(accelerator="cpu", devices=1, num_nodes=2))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    run, note = resolve_devices(RunConfig(), "c.yaml")
+    assert run.devices == 1
+    assert note == (
+        "run.devices: auto uses one of the 4 CUDA devices without a launcher; to use all: "
+        "torchrun --standalone --nproc_per_node 4 -m castseg.cli run c.yaml --set "
+        "run.strategy=ddp --set run.devices=4"
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="run.accelerator is 'gpu' but torch finds no such device"):
+        resolve_devices(RunConfig(accelerator="gpu"))
 
 
 @pytest.mark.parametrize(

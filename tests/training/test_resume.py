@@ -233,6 +233,10 @@ def test_run_state_records_stages_and_refuses_another_config(synthetic_world, tm
     assert reopened.finished("distill") is None  # its checkpoint is gone: it reruns
     assert reopened.finished("teacher_finetune") is None
 
+    with pytest.raises(RunStateMismatchError, match="config.run.matmul_precision: 'auto' → "):
+        RunState.open(
+            tmp_path, run_fingerprint(config(synthetic_world, matmul_precision="high"), "teacher-1")
+        )
     with pytest.raises(RunStateMismatchError) as mismatch:
         RunState.open(tmp_path, run_fingerprint(config(synthetic_world, seed=1), "teacher-2"))
     message = str(mismatch.value)
@@ -270,3 +274,35 @@ def test_a_damaged_run_state_is_an_error_naming_the_file(synthetic_world, tmp_pa
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"stage 'refine' is not a valid record"):
         RunState.open(tmp_path, fingerprint)
+
+
+def test_a_rerun_may_change_the_thread_count_and_is_told_what_that_costs(synthetic_world, tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        first = RunState.open(tmp_path, run_fingerprint(config(synthetic_world), "teacher-1"))
+        first.record(FinishedStage("zero_shot", None))
+        assert first.threads_note() is None
+        torch.set_num_threads(1)  # what --set run.threads=1 does
+        rerun = run_fingerprint(config(synthetic_world, threads=1), "teacher-1")
+        resumed = RunState.open(tmp_path, rerun)  # not a changed config
+        assert resumed.key == first.key  # so its interrupted stage resumes from its checkpoint
+        assert resumed.finished("zero_shot") is not None
+        assert resumed.threads_note() == (
+            "resuming with 1 CPU threads where the earlier run used 2: CPU results will differ "
+            "from an uninterrupted run"
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_without_the_teacher_s_weights_only_the_config_is_compared(synthetic_world, tmp_path):
+    # `castseg check --no-models` with a hub teacher: its weights are not there to digest.
+    fingerprint = run_fingerprint(config(synthetic_world), "teacher-1")
+    RunState.open(tmp_path, fingerprint).record(FinishedStage("zero_shot", None))
+    unknown = run_fingerprint(config(synthetic_world), "")
+    assert RunState.open(tmp_path, unknown, teacher_known=False).stage_names == ["zero_shot"]
+    with pytest.raises(RunStateMismatchError, match=r"\(config.run.seed: 0 → 1\)"):
+        RunState.open(
+            tmp_path, run_fingerprint(config(synthetic_world, seed=1), ""), teacher_known=False
+        )

@@ -1,14 +1,44 @@
-"""`run.precision: auto` resolves per device, and inference autocasts under a mixed precision."""
+"""How torch computes from `run`: threads and matmul precision reach torch ("auto" is torch's
+default off CUDA); `run.precision: auto` resolves per device; inference autocasts under a
+mixed precision."""
 
 import dataclasses
 
+import pytest
 import torch
 
 from castseg.config import RunConfig
 from castseg.data.views import ResizeView
 from castseg.models.student import build_student
+from castseg.training.compute import (
+    apply_compute_settings,
+    inference_autocast,
+    matmul_precision,
+    resolve_precision,
+)
 from castseg.training.inference import predict_images
-from castseg.training.precision import inference_autocast, resolve_precision
+
+
+@pytest.fixture
+def torch_settings():
+    """Restore torch's process-wide settings after the test."""
+    threads, precision = torch.get_num_threads(), torch.get_float32_matmul_precision()
+    yield
+    torch.set_num_threads(threads)
+    torch.set_float32_matmul_precision(precision)
+
+
+def test_matmul_precision_auto_is_high_on_cuda_only(torch_settings, monkeypatch):
+    torch.set_float32_matmul_precision("medium")  # an earlier run's setting in this process
+    apply_compute_settings(RunConfig(accelerator="cpu"))
+    assert torch.get_float32_matmul_precision() == "highest"
+    apply_compute_settings(RunConfig(accelerator="cpu", matmul_precision="high", threads=1))
+    assert torch.get_float32_matmul_precision() == "high" and torch.get_num_threads() == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert matmul_precision(RunConfig()) == "high"  # TF32 tensor cores
+    assert matmul_precision(RunConfig(accelerator="cpu")) == "highest"
+    assert matmul_precision(RunConfig(matmul_precision="highest")) == "highest"
 
 
 def test_auto_is_fp32_on_cpu_and_bf16_mixed_on_a_bf16_gpu(monkeypatch):
