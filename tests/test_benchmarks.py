@@ -43,4 +43,4 @@ def test_the_gpu_check_dry_run_passes_every_check_on_cpu(tmp_path: Path) -> None
     # The host-sync column: the student's step makes a few dozen, not one per pixel.
     student = next(line for line in steps.splitlines() if line.startswith("| student step"))
     assert 0 < int(student.split("|")[4]) < 100
-    assert "castseg bench" in (tmp_path / "bench.log").read_text()
+    assert "student (tiny), PyTorch eager" in (tmp_path / "bench.log").read_text()
