@@ -115,11 +115,16 @@ class HungarianMatcher:
         pred: mask_logits [B, K, h, w], class_logits [B, K, C+1]; targets: B instance sets.
         Returns per image (pred_idx, target_idx), two int64 CPU tensors of length min(K, M_b).
         """
+        costs = self.matching_costs(pred, targets, generator)
+        # One copy to the host for the whole batch (one wait for the GPU, not one per image).
+        flat = torch.cat([cost.flatten() for cost in costs]).cpu()
         indices = []
-        for cost in self.matching_costs(pred, targets, generator):
+        for cost, shape in zip(
+            flat.split([cost.numel() for cost in costs]), [c.shape for c in costs], strict=True
+        ):
             # Diverged predictions (NaN/inf) still get a matching; the loss reports the problem.
-            cost = torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8)
-            rows, cols = linear_sum_assignment(cost.cpu().numpy())
+            cost = torch.nan_to_num(cost.view(shape), nan=1e8, posinf=1e8, neginf=-1e8)
+            rows, cols = linear_sum_assignment(cost.numpy())
             indices.append(
                 (torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long))
             )
