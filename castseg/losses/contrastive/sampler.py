@@ -203,8 +203,7 @@ def _exact_rows(
         local = torch.arange(part.numel(), device=y.device)
         weights[local, part] = 0.0
         # A row whose scores are all zero (every pixel identical to it) is drawn uniformly.
-        empty = (weights.sum(1) <= 0).unsqueeze(1)
-        weights = torch.where(empty, torch.ones_like(weights), weights)
+        weights.masked_fill_((weights.sum(1) <= 0).unsqueeze(1), 1.0)
         weights[local, part] = 0.0
         draws = torch.multinomial(weights, count, replacement=True, generator=generator)
         start = filled[part].unsqueeze(1)
