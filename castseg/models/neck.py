@@ -97,11 +97,23 @@ class DPTNeck(nn.Module):
             tokens: four token maps [B, 1 + h*w, E], CLS first, shallow to deep.
             grid: the patch grid (h, w).
         """
+        return NeckFeatures(*self._fuse(tokens, grid, levels=len(REASSEMBLE_FACTORS)))
+
+    def patch_features(self, tokens: list[Tensor], grid: tuple[int, int]) -> Tensor:
+        """`forward(tokens, grid).patch_features` alone: the two finer levels (2h and 4h, the
+        neck's costliest convolutions) are not fused."""
+        multi_scale, _ = self._fuse(tokens, grid, levels=2)
+        return multi_scale[1]
+
+    def _fuse(
+        self, tokens: list[Tensor], grid: tuple[int, int], levels: int
+    ) -> tuple[list[Tensor], Tensor]:
+        """(the first three fused maps, coarse to fine; the fourth), of the `levels` coarsest."""
         maps = self.reassemble(tokens, patch_height=grid[0], patch_width=grid[1])
-        maps = [project(m) for project, m in zip(self.project, maps, strict=True)]
         fused: list[Tensor] = []
         coarser = None
-        for block, skip in zip(self.fusion, reversed(maps), strict=True):
-            coarser = block(skip, coarser)
+        pairs = list(zip(self.fusion, self.project[::-1], reversed(maps), strict=True))
+        for block, project, skip in pairs[:levels]:
+            coarser = block(project(skip), coarser)
             fused.append(coarser)
-        return NeckFeatures(multi_scale=fused[:3], mask_features=fused[3])
+        return fused[:3], fused[-1]

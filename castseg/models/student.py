@@ -67,9 +67,10 @@ class Student(nn.Module):
         )
 
     def embed(self, images: Tensor) -> Tensor:
-        """The `embeddings` of `forward(images)` alone, without running the decoder."""
+        """The `embeddings` of `forward(images)` alone, without the decoder and the neck's two
+        finer levels."""
         tokens, grid = self.encoder(images)
-        return self.head(self.neck(tokens, grid).patch_features)
+        return self.head(self.neck.patch_features(tokens, grid))
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by learning rate: "encoder" (DINOv2) and "decoder" (neck, decoder, head)."""

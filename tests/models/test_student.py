@@ -153,3 +153,25 @@ def test_embed_equals_the_forward_embeddings(tiny: Student) -> None:
     tiny.eval()
     with torch.no_grad():
         torch.testing.assert_close(tiny.embed(images), tiny(images).embeddings)
+
+
+def test_embed_skips_the_decoder_and_the_necks_finer_levels(tiny: Student) -> None:
+    """L_pxl's strong view needs only the patch-stride embeddings: nothing of the decoder or of
+    the neck's 2h and 4h levels (its costliest convolutions) runs for it."""
+    ran: list[str] = []
+    parts = {
+        "decoder": tiny.decoder,
+        "fusion 2h": tiny.neck.fusion[2],
+        "fusion 4h": tiny.neck.fusion[3],
+        "project 4h": tiny.neck.project[0],
+        "project 2h": tiny.neck.project[1],
+        "fusion h": tiny.neck.fusion[1],
+    }
+    hooks = [
+        module.register_forward_hook(lambda *args, name=name: ran.append(name))
+        for name, module in parts.items()
+    ]
+    tiny.embed(torch.rand(1, 3, 56, 56, generator=torch.Generator().manual_seed(4)))
+    for hook in hooks:
+        hook.remove()
+    assert ran == ["fusion h"]
