@@ -13,6 +13,11 @@
 #   3. `castseg demo --smoke` in fp32 under DDP, launched by torchrun
 #   4. `castseg bench`: teacher vs student latency, batch 1, 518 x 1036
 #   5. the full `castseg demo`, with its wall time
+# A machine whose Python lacks castseg's dependencies (an image with torch, transformers and
+# Lightning only) needs kornia, kornia_rs, faster-coco-eval, pycocotools, cityscapesscripts,
+# appdirs, coloredlogs, humanfriendly and pyquaternion as wheels (`pip download --no-deps`; not
+# the `typing` backport, which would shadow the standard library), installed with
+# `pip install --no-deps --target /tmp/site` and PYTHONPATH=/tmp/site:$PWD.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-python}"
