@@ -26,6 +26,7 @@ from lightning.fabric.plugins.environments import (
 )
 
 from castseg.config import RunConfig
+from castseg.training.compute import uses_cuda
 
 T = TypeVar("T")
 LAUNCH_HELP = "launch one process per device with torchrun or srun (see docs/distributed.md)"
@@ -146,7 +147,7 @@ def init_distributed(run: RunConfig) -> bool:
         return False
     if dist.is_initialized():
         return True
-    use_cuda = run.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    use_cuda = uses_cuda(run.accelerator)
     if use_cuda:
         torch.cuda.set_device(environment.local_rank())
     # The env:// rendezvous reads these; SLURM's address comes from the job's node list.
@@ -202,7 +203,7 @@ def _check_launch(run: RunConfig, config: str = "CONFIG") -> None:
 def _visible_devices(accelerator: str) -> int:
     """How many devices of `accelerator` this process sees (as Lightning would pick them);
     ValueError when an explicitly chosen GPU accelerator finds none."""
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+    if uses_cuda(accelerator):
         return torch.cuda.device_count()
     mps = torch.backends.mps.is_available()
     if accelerator == "cuda" or (accelerator in ("gpu", "mps") and not mps):
