@@ -220,8 +220,9 @@ class GroundedSAM2Teacher(nn.Module):
         Returns:
             Predictions with mask_logits [B, K, h, w] (SAM2's low-resolution masks, h = w =
             segmenter_size / 4, covering the whole image), class_logits [B, K, C+1]
-            (`class_logits_from_scores`) and embeddings [B, D, h', w'] with unit ℓ2 norm (h' = w' =
-            segmenter_size / 16) and boxes [B, K, 4] (normalised cx, cy, w, h), K = num_boxes.
+            (`class_logits_from_scores`), embeddings [B, D, h', w'] with unit ℓ2 norm (h' =
+            w' = segmenter_size / 16) and boxes [B, K, 4] (normalised cx, cy, w, h), K =
+            num_boxes.
         """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W], got shape {tuple(images.shape)}")
