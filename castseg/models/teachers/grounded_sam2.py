@@ -46,6 +46,7 @@ from transformers import MMGroundingDinoForObjectDetection, Sam2Model
 from transformers.image_transforms import get_size_with_aspect_ratio
 
 from castseg.models.heads import ProjectionHead
+from castseg.models.protocol import Normalisation, common_normalisation
 from castseg.models.teachers.grounded_sam2_detector import (
     PromptTokens,
     check_detector_settings,
@@ -78,7 +79,8 @@ DEFAULT_IMAGE_CHUNK = 1  # images per pass through the sub-models (module doc, B
 
 
 class GroundedSAM2Teacher(nn.Module):
-    """MM-Grounding-DINO prompted with the class names, SAM2 prompted with its top boxes.
+    """MM-Grounding-DINO prompted with the class names, SAM2 prompted with its top boxes (a
+    `SegmentationModel` and an `Embedder`, `castseg.models.protocol`).
 
     Args:
         detector: MM-Grounding-DINO with its detection heads.
@@ -264,6 +266,12 @@ class GroundedSAM2Teacher(nn.Module):
                 for part in images.split(self.image_chunk)
             ]
         )
+
+    @property
+    def input_normalisation(self) -> Normalisation | None:
+        """The sub-models' statistics when both normalise with the same (the published models:
+        ImageNet's), else None (`normalisation` has each one's)."""
+        return common_normalisation([self.normalisation[role] for role in self.normalisation])
 
     def _segmenter_features(self, images: Tensor) -> list[Tensor]:
         """SAM2's three feature maps of `images` (`segmenter_features`)."""
