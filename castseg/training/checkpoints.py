@@ -18,8 +18,7 @@ A checkpoint is a torch file holding plain data only (it loads with `weights_onl
     extra          caller's plain data (stage, step, config ...)
 
 That is all `castseg predict` and `castseg export` read. A payload without "normalization"
-(written before the key existed, when castseg's models all normalised with ImageNet's
-statistics) loads with the ImageNet statistics.
+(written before the key existed) loads with the ImageNet statistics.
 
 A "castseg-model-v1" checkpoint (no hub_models) holds all weights under the names of the live
 modules of the transformers version that saved it: they load as they are when they fit, and
