@@ -218,16 +218,17 @@ def _check_polygons(polygons: list, height: int, width: int) -> CheckedSegmentat
     return CheckedSegmentation(tuple(parts), area, _as_box(mask_utils.toBbox(rle)))
 
 
+def is_int(value: Any) -> bool:
+    """Whether a json value is an integer (a bool is not)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
 def _is_int_pair(value: Any) -> bool:
-    return (
-        isinstance(value, Sequence)
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    )
+    return isinstance(value, Sequence) and len(value) == 2 and all(is_int(v) for v in value)
 
 
 def _as_box(box: np.ndarray) -> tuple[float, float, float, float]:

@@ -5,7 +5,8 @@ The model's `metadata_props` hold JSON strings under these keys:
     castseg.format         "castseg-onnx-v1"
     castseg.categories     [{"id", "name"}, ...] in class-index order
     castseg.image_size     [H, W]: the fixed input size (the `ResizeView` that feeds the model)
-    castseg.normalization  {"mean", "std"}: applied inside the graph, for the record only
+    castseg.normalization  {"mean", "std"}: applied inside the graph, for the record only (null
+                           when the model's parts normalise differently, as in a checkpoint)
     castseg.model_args     the exported model's `config_dict()`
 
 The graph takes `images` [B, 3, H, W] float32 RGB in [0, 1] (B dynamic) and returns
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from castseg.data.coco import CategoryMap
+from castseg.models.protocol import Normalisation
 
 ONNX_FORMAT = "castseg-onnx-v1"
 INPUT_NAME = "images"
@@ -35,7 +37,7 @@ class OnnxMetadata:
 
     category_map: CategoryMap
     image_size: tuple[int, int]
-    normalization: dict[str, list[float]]
+    normalization: Normalisation | None
     model_args: dict[str, Any]
 
     def to_props(self) -> dict[str, str]:

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from transformers import Dinov2Backbone, Dinov2Config
 
 from castseg.models.pretrained import load_checked
+from castseg.models.protocol import Normalisation
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -76,6 +77,11 @@ class DinoEncoder(nn.Module):
         self.register_buffer(
             "pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False
         )
+
+    @property
+    def normalisation(self) -> Normalisation:
+        """The ImageNet statistics the encoder normalises its [0, 1] RGB input with."""
+        return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
     @property
     def hidden_size(self) -> int:

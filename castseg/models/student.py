@@ -15,12 +15,14 @@ from castseg.models.decoder import MaskTransformerDecoder
 from castseg.models.encoder import DinoEncoder
 from castseg.models.heads import ProjectionHead
 from castseg.models.neck import DPTNeck
+from castseg.models.protocol import Normalisation
 from castseg.models.sizes import SIZES
 from castseg.structures import Predictions
 
 
 class Student(nn.Module):
-    """Instance-segmentation student returning `Predictions`.
+    """Instance-segmentation student returning `Predictions` (a `SegmentationModel` and an
+    `Embedder`, `castseg.models.protocol`).
 
     Args:
         encoder: the DINOv2 encoder.
@@ -71,6 +73,11 @@ class Student(nn.Module):
         finer levels."""
         tokens, grid = self.encoder(images)
         return self.head(self.neck.patch_features(tokens, grid))
+
+    @property
+    def input_normalisation(self) -> Normalisation:
+        """The encoder's: the ImageNet statistics."""
+        return self.encoder.normalisation
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by learning rate: "encoder" (DINOv2) and "decoder" (neck, decoder, head)."""

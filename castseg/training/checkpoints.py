@@ -12,11 +12,13 @@ A checkpoint is a torch file holding plain data only (it loads with `weights_onl
                    version loads them through its own conversion
     categories     [{"id", "name"}, ...] in class-index order
     image_size     [H, W] of the evaluation view (`ResizeView`)
-    normalization  {"mean", "std"}: the ImageNet statistics the model applies to [0, 1] RGB itself
+    normalization  {"mean", "std"}: the statistics the model applies to [0, 1] RGB itself (its
+                   `input_normalisation`), for the record; null when its parts normalise
+                   differently (each part's statistics are in model_args)
     extra          caller's plain data (stage, step, config ...)
 
 That is all `castseg predict` and `castseg export` read. A payload without "normalization"
-loads with the ImageNet statistics, the only ones castseg models apply.
+(written before the key existed) loads with the ImageNet statistics.
 
 A "castseg-model-v1" checkpoint (no hub_models) holds all weights under the names of the live
 modules of the transformers version that saved it: they load as they are when they fit, and
@@ -38,16 +40,16 @@ from castseg.io import atomic_write
 from castseg.models.encoder import IMAGENET_MEAN, IMAGENET_STD
 from castseg.models.hub_layout import hub_models, hub_state, live_state, split_state
 from castseg.models.pretrained import WeightsMismatchError, describe_mismatch
+from castseg.models.protocol import Normalisation, SegmentationModel
 from castseg.models.registry import build_model
-from castseg.models.student import Student
 
 CHECKPOINT_FORMAT = "castseg-model-v2"
 _FORMAT_V1 = "castseg-model-v1"  # all weights under the saving transformers version's names
 _KEYS = ("model_args", "state_dict", "categories", "image_size")
 
 
-def imagenet_normalization() -> dict[str, list[float]]:
-    """{"mean", "std"} of the ImageNet statistics the student applies to [0, 1] RGB inputs."""
+def imagenet_normalization() -> Normalisation:
+    """{"mean", "std"} of the ImageNet statistics, for [0, 1] RGB inputs."""
     return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
 
@@ -55,19 +57,20 @@ def imagenet_normalization() -> dict[str, list[float]]:
 class LoadedCheckpoint:
     """A rebuilt model (eval mode) with what it needs to predict.
 
-    normalization: {"mean", "std"} the model applies itself; callers pass [0, 1] RGB.
+    normalization: {"mean", "std"} the model applies itself (None: its parts normalise
+    differently); callers pass [0, 1] RGB.
     """
 
-    model: Student
+    model: SegmentationModel
     category_map: CategoryMap
     image_size: tuple[int, int]
     extra: dict[str, Any] = field(default_factory=dict)
-    normalization: dict[str, list[float]] = field(default_factory=imagenet_normalization)
+    normalization: Normalisation | None = field(default_factory=imagenet_normalization)
 
 
 def save_checkpoint(
     path: str | Path,
-    model: Student,
+    model: SegmentationModel,
     *,
     category_map: CategoryMap,
     image_size: tuple[int, int],
@@ -97,7 +100,7 @@ def save_checkpoint(
             {"id": i, "name": n} for i, n in zip(category_map.ids, category_map.names, strict=True)
         ],
         "image_size": [int(image_size[0]), int(image_size[1])],
-        "normalization": imagenet_normalization(),
+        "normalization": model.input_normalisation,
         "extra": dict(extra or {}),
     }
     path = Path(path)
@@ -158,7 +161,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         category_map=category_map,
         image_size=(int(height), int(width)),
         extra=dict(payload.get("extra", {})),
-        normalization=_normalization(payload.get("normalization"), path),
+        normalization=_normalization(payload, path),
     )
 
 
@@ -222,10 +225,14 @@ def _v1_state(model: nn.Module, saved: dict[str, Tensor], name: str) -> dict[str
         ) from err
 
 
-def _normalization(value: Any, path: Path) -> dict[str, list[float]]:
-    """The checkpoint's {"mean", "std"} (three floats each); ImageNet when it has none."""
-    if value is None:
+def _normalization(payload: dict[str, Any], path: Path) -> Normalisation | None:
+    """The checkpoint's {"mean", "std"} (three floats each) or None as saved; ImageNet when it
+    has no "normalization" (see the module doc)."""
+    if "normalization" not in payload:
         return imagenet_normalization()
+    value = payload["normalization"]
+    if value is None:
+        return None
     if (
         not isinstance(value, dict)
         or set(value) != {"mean", "std"}

@@ -22,6 +22,7 @@ from castseg.losses.contrastive import (
 )
 from castseg.losses.matcher import HungarianMatcher
 from castseg.losses.set_criterion import SetCriterion
+from castseg.models.protocol import Embedder
 from castseg.structures import Instances, Predictions
 from castseg.training.batches import ViewBatch, step_seed
 from castseg.training.objective import StageWeights, cast_objective, set_loss
@@ -177,8 +178,10 @@ class CastModule(L.LightningModule):
             raise ValueError("λ_pxl > 0 needs a model that returns pixel embeddings")
         strong, weak_to_strong = self.strong_view(images)
         # Only the strong view's embeddings are needed: models that can, skip their decoders.
-        embed = getattr(self.model, "embed", None)
-        strong_embeddings = embed(strong) if embed is not None else self.model(strong).embeddings
+        if isinstance(self.model, Embedder):
+            strong_embeddings = self.model.embed(strong)
+        else:
+            strong_embeddings = self.model(strong).embeddings
         batch, dim, h, w = pred.embeddings.shape
         grid, valid = correspondence_grid(weak_to_strong, tuple(images.shape[-2:]), (h, w))
         # L_pxl and its sampler compute in float32 (also under mixed precision).

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from castseg.models.protocol import Normalisation, SegmentationModel, common_normalisation
 from castseg.structures import Predictions
 
 
@@ -89,7 +90,8 @@ def fuse_instances(
 
 
 class EnsembleTeacher(nn.Module):
-    """Teachers over the same classes whose instances are fused (`fuse_instances`).
+    """Teachers over the same classes whose instances are fused (`fuse_instances`); a
+    `SegmentationModel` (`castseg.models.protocol`) with no `embed`: its members run whole.
 
     Args:
         members: models returning `Predictions` with the same C (checked through their
@@ -101,7 +103,7 @@ class EnsembleTeacher(nn.Module):
 
     def __init__(
         self,
-        members: Sequence[nn.Module],
+        members: Sequence[SegmentationModel],
         *,
         class_names: Sequence[str] | None = None,
         iou: float = 0.5,
@@ -194,6 +196,11 @@ class EnsembleTeacher(nn.Module):
         grid = maps[0].shape[-2:]
         resized = [F.interpolate(e, size=grid, mode="bilinear", align_corners=False) for e in maps]
         return F.normalize(torch.stack(resized).mean(0), dim=1)
+
+    @property
+    def input_normalisation(self) -> Normalisation | None:
+        """The members' statistics when they all normalise with the same, else None."""
+        return common_normalisation([member.input_normalisation for member in self.members])
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Union of the members' groups, by group name."""

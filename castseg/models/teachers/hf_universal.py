@@ -42,6 +42,7 @@ from transformers.image_transforms import get_size_with_aspect_ratio
 
 from castseg.models.encoder import IMAGENET_MEAN, IMAGENET_STD
 from castseg.models.heads import ProjectionHead
+from castseg.models.protocol import Normalisation
 from castseg.models.teachers.hf_universal_processor import (
     checked_resize,
     processor_resize,
@@ -70,7 +71,8 @@ def _crop(tensor: Tensor, valid: tuple[float, float]) -> Tensor:
 
 
 class HFUniversalTeacher(nn.Module):
-    """A transformers universal-segmentation model returning `Predictions` over C classes.
+    """A transformers universal-segmentation model returning `Predictions` over C classes (a
+    `SegmentationModel`, `castseg.models.protocol`; no `embed`: it runs whole).
 
     Args:
         model: a Mask2Former or EoMT `...ForUniversalSegmentation`.
@@ -284,6 +286,11 @@ class HFUniversalTeacher(nn.Module):
                 for masks, logits in layers
             ],
         )
+
+    @property
+    def input_normalisation(self) -> Normalisation:
+        """The image processor's statistics (`normalisation`)."""
+        return {k: list(v) for k, v in self.normalisation.items()}
 
     def config_dict(self) -> dict[str, Any]:
         """Plain data that rebuilds this architecture with random weights (`build_hf_universal`)."""

@@ -9,10 +9,8 @@ from transformers import AutoTokenizer, Sam2VideoModel
 
 from castseg.data.coco import CategoryMap
 from castseg.models.registry import build_model
-from castseg.models.teachers.grounded_sam2 import (
-    GroundedSAM2Teacher,
-    class_logits_from_scores,
-)
+from castseg.models.teachers.grounded_sam2 import GroundedSAM2Teacher
+from castseg.models.teachers.grounded_sam2_detector import class_logits_from_scores
 from castseg.models.teachers.grounded_sam2_parts import (
     DEFAULT_TRAINABLE,
     PARTS,
