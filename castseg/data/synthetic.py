@@ -1,15 +1,19 @@
 """The embedded synthetic world: procedural instance-segmentation scenes in two domains.
 
-Every image holds 2–15 instances of five shape classes. A class has its own shape, a typical hue
-and a typical texture, so it can be learned from shape and appearance. Instances are painted in
+Every image holds 2–6 instances of five shape classes. Their radii are 10–22 px at 112 × 112 (the
+visible part of most is 14–30 px on a side): one to two of a ViT's 14-px patches, so a student
+whose features live on the patch grid can tell them apart. A
+class has its own shape, a typical hue and a typical texture, so it can be learned from shape and
+appearance. Instances are painted in
 order and later ones occlude earlier ones; the annotation is the visible mask. Same-class instances
 are often placed next to each other so that they touch or overlap. An instance left with fewer
 than 30 visible pixels (at 112 × 112) is not annotated.
 
-The `target` domain differs from `source` in palette (hue shift, lower saturation), texture
-contrast and stripe frequency, object scale, blur and noise, and a darker, blotchy background full
-of distractor shapes that are not instances. Shapes and class hues stay recognisable, so a model
-trained on `source` transfers only partially to `target`.
+The `target` domain differs from `source` in appearance only: palette (hue shift, lower
+saturation), texture contrast and stripe frequency, blur and noise, and a darker, blotchy
+background with distractor shapes that are not instances. Shapes, sizes and layouts are drawn from
+the same distributions in both domains, and class hues stay recognisable, so a model trained on
+`source` transfers only partially to `target`.
 
 `generate_world` writes each split as a COCO dataset: `<out>/<split>/images/*.png` and
 `<out>/<split>/instances.json` (RLE masks), plus `<out>/world.json` recording the spec.
@@ -33,12 +37,13 @@ from pycocotools import mask as mask_utils
 
 CLASS_NAMES = ("disc", "box", "triangle", "ring", "cross")
 CLASS_HUES = (0.0, 0.60, 0.33, 0.12, 0.80)  # HSV hue in [0, 1) of each class in the source domain
-MIN_INSTANCES, MAX_INSTANCES = 2, 15
+MIN_INSTANCES, MAX_INSTANCES = 2, 6
 WORLD_FILE = "world.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 _REFERENCE_SIDE = 112  # sizes below are in pixels of a 112 × 112 image and scale with the image
 _MIN_VISIBLE_AREA = 30
 _SAME_CLASS_NEIGHBOUR_PROB = 0.4
+_OBJECT_SCALE = 1.4  # radii are 7–16 px × this, in both domains
 Array = np.ndarray
 Shaded = tuple[Array, Array]  # shape mask [H, W] bool, brightness [H, W] float
 
@@ -47,14 +52,13 @@ Shaded = tuple[Array, Array]  # shape mask [H, W] bool, brightness [H, W] float
 class DomainStyle:
     """How one domain renders its scenes.
 
-    Lengths (scale multiplies object radii, stripe_period) are in pixels of a 112-pixel image;
+    Lengths (stripe_period) are in pixels of a 112-pixel image;
     saturation and texture_contrast scale the class colours and textures; background_blotches is
     the amplitude of low-frequency background noise; noise_std that of per-pixel noise.
     """
 
     hue_shift: float
     saturation: float
-    scale: float
     texture_contrast: float
     stripe_period: float
     background_rgb: tuple[float, float, float]
@@ -68,7 +72,6 @@ DOMAIN_STYLES = {
     "source": DomainStyle(
         hue_shift=0.0,
         saturation=1.0,
-        scale=1.0,
         texture_contrast=1.0,
         stripe_period=6.0,
         background_rgb=(0.82, 0.80, 0.74),
@@ -80,12 +83,11 @@ DOMAIN_STYLES = {
     "target": DomainStyle(
         hue_shift=0.06,
         saturation=0.75,
-        scale=0.75,
         texture_contrast=0.6,
         stripe_period=3.5,
         background_rgb=(0.36, 0.38, 0.42),
         background_blotches=0.15,
-        clutter=(4, 10),
+        clutter=(1, 4),
         blur_passes=1,
         noise_std=0.06,
     ),
@@ -181,7 +183,7 @@ def render_scene(
         labels = []
         placed: list[tuple[float, float, float]] = []
         for i in range(rng.integers(MIN_INSTANCES, MAX_INSTANCES + 1)):
-            label, cy, cx, radius = _place(rng, labels, placed, height, width, unit * style.scale)
+            label, cy, cx, radius = _place(rng, labels, placed, height, width, unit * _OBJECT_SCALE)
             angle = rng.uniform(0, 2 * np.pi)
             dy, dx = yy - cy, xx - cx
             u = dx * np.cos(angle) + dy * np.sin(angle)
