@@ -22,6 +22,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from castseg.io import atomic_write
+from castseg.training.stage_table import REFINE, STAGES, SUPERVISED_BASELINE
 from castseg.viz import save_figure
 
 Metrics = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -36,19 +37,10 @@ LOSS_KEYS = {
 MONITOR_KEYS = {"train/fnr": "false-negative rate", "train/margin": "margin"}
 # The paper's Fig. 3 marks FNR = 0.5 (a sampled negative as likely to be wrong as right).
 FNR_REFERENCE = 0.5
-# What each results-table row is, for the report's opening sentences. A stage that adds a row
-# adds its description here.
-ROW_DESCRIPTIONS = {
-    "teacher (zero-shot)": "the pretrained teacher before any training on this data",
-    "teacher (CAST adapted)": "the teacher after CAST stage 1 (fine-tuned on the labeled "
-    "images, then self-trained from its pretrained weights on them and on its pseudo-labels)",
-    "student (CAST knowledge transfer)": "the student distilled from the adapted teacher (stage 2)",
-    "student (CAST refined)": "that student refined on the labeled images (stage 3)",
-    "student (supervised only)": "the same student, from the same initial weights and with the "
-    "same number of steps, trained on the labeled images alone",
-}
+# What each results-table row is, for the report's opening sentences (from the stage table).
+ROW_DESCRIPTIONS = {stage.row: stage.description for stage in STAGES if stage.row is not None}
 # The rows the student's gain compares: CAST's final student against the supervised baseline.
-CAST_STUDENT, SUPERVISED_STUDENT = "student (CAST refined)", "student (supervised only)"
+CAST_STUDENT, SUPERVISED_STUDENT = REFINE.row, SUPERVISED_BASELINE.row
 _INDEX_COLUMNS = ("step", "epoch")
 # ap.png: characters per line of a model name under its bars (1.6 inch per model at 8 pt).
 _TICK_CHARACTERS = 16

@@ -28,10 +28,9 @@ from castseg.models.teachers import build_teacher
 from castseg.training.distributed import is_rank_zero
 from castseg.training.experiment_data import ExperimentData, load_experiment_data
 from castseg.training.stage_store import store_key, store_root, teacher_stage_fingerprint
+from castseg.training.stage_table import DISTILL, REFINE, TEACHER_SELFTRAIN
 
-STUDENT_ROW = "student (CAST refined)"
-TRANSFER_ROW = "student (CAST knowledge transfer)"
-TEACHER_ROW = "teacher (CAST adapted)"
+STUDENT_ROW, TRANSFER_ROW, TEACHER_ROW = REFINE.row, DISTILL.row, TEACHER_SELFTRAIN.row
 ABLATION_FORMAT = "castseg-ablation-v1"
 
 

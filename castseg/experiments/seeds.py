@@ -24,6 +24,7 @@ from castseg.training.experiment_data import ExperimentData
 from castseg.training.pipeline import CastPipeline
 from castseg.training.run_state import run_fingerprint
 from castseg.training.stage_store import store_root
+from castseg.training.stage_table import TEACHER_SELFTRAIN
 from castseg.training.stages import state_fingerprint
 
 
@@ -87,9 +88,9 @@ def run_once(
     pipeline = CastPipeline(cfg, data, Path(cfg.run.out_dir), progress=progress, restart=restart)
     outcome = pipeline.run(teacher, baseline=baseline)
     source: TeacherSource = "earlier"
-    if "teacher_selftrain" in outcome.ran:
+    if TEACHER_SELFTRAIN.name in outcome.ran:
         source = "computed"
-    elif "teacher_selftrain" in pipeline.reused:
+    elif TEACHER_SELFTRAIN.name in pipeline.reused:
         source = "stored"
     results = None if outcome.results is None else read_results(outcome.results)
     return SeedRun(results, source)

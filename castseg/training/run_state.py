@@ -5,12 +5,13 @@
     {"format": "castseg-run-state-v1",
      "fingerprint": {"config": {...}, "teacher": "<SHA-1 of the initial teacher weights>"},
      "threads": 2,
-     "stages": {"teacher_finetune": {"checkpoint": "teacher_finetuned.pt", "steps": 1000,
-                                     "skipped_steps": 0, "wall_s": 812.3, "rows": []},
+     "stages": {"<stage>": {"checkpoint": "teacher_finetuned.pt", "steps": 1000,
+                            "skipped_steps": 0, "wall_s": 812.3, "rows": []},
                 ...}}
 
-A stage's checkpoint is relative to the run folder (null when the stage changes no weights, e.g.
-an evaluation) and its rows are the results-table rows it produced (AP as null when undefined).
+Stages are named as in `castseg.training.stage_table`. A stage's checkpoint is relative to the
+run folder (null when the stage changes no weights, e.g. an evaluation) and its rows are the
+results-table rows it produced (AP as null when undefined).
 
 The fingerprint is what the run's results depend on: the config without the keys in
 `NEUTRAL_KEYS` (where the run writes, how often it logs and checkpoints, when it gives up on

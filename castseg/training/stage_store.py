@@ -43,12 +43,12 @@ from castseg.config import DataConfig, ExperimentConfig, RunConfig, config_to_di
 from castseg.io import atomic_write, atomic_write_json
 from castseg.training.distributed import barrier, is_rank_zero, on_rank_zero
 from castseg.training.run_state import FinishedStage
+from castseg.training.stage_table import TEACHER_SELFTRAIN, TEACHER_STAGES
 
 STORE_FORMAT = "castseg-stage-store-v1"
-TEACHER_STAGES = ("teacher_zero_shot", "teacher_finetune", "teacher_selftrain")
 TEACHER_PART = "teacher_adaptation"
 PSEUDO_LABEL_PART = "pseudo_labels"
-ADAPTED_PSEUDO_LABELS = "pseudo_labels_teacher_adapted.jsonl"
+ADAPTED_PSEUDO_LABELS = f"{TEACHER_SELFTRAIN.pseudo_labels}.jsonl"
 # The run settings that change what stage 1 computes (the rest say where and how often to write).
 _RUN_KEYS = (
     "seed",
@@ -210,7 +210,7 @@ class SharedTeacherStages:
         if found is None:
             return None
         folder, records = found
-        return folder, [FinishedStage.from_json(name, records[name]) for name in TEACHER_STAGES]
+        return folder, [FinishedStage.from_json(s.name, records[s.name]) for s in TEACHER_STAGES]
 
     def publish_teacher_stages(self, stages: list[FinishedStage]) -> Path:
         """Store the finished teacher stages of out_dir (checkpoints, logs, records)."""
