@@ -36,7 +36,8 @@ from castseg.io import check_output_folder
 from castseg.models.sizes import student_encoder
 from castseg.training.distributed import resolve_devices
 from castseg.training.experiment_data import ExperimentData, load_experiment_data
-from castseg.training.run_state import RUN_STATE_FILE, RunState, run_fingerprint
+from castseg.training.fingerprints import run_fingerprint
+from castseg.training.run_state import RUN_STATE_FILE, RunState
 from castseg.training.stage_store import store_root
 from castseg.training.stages import state_fingerprint
 

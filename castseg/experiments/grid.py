@@ -27,7 +27,8 @@ from castseg.io import atomic_write_json, atomic_write_text
 from castseg.models.teachers import build_teacher
 from castseg.training.distributed import is_rank_zero
 from castseg.training.experiment_data import ExperimentData, load_experiment_data
-from castseg.training.stage_store import store_key, store_root, teacher_stage_fingerprint
+from castseg.training.fingerprints import store_key, teacher_stage_fingerprint
+from castseg.training.stage_store import store_root
 from castseg.training.stage_table import DISTILL, REFINE, TEACHER_SELFTRAIN
 
 STUDENT_ROW, TRANSFER_ROW, TEACHER_ROW = REFINE.row, DISTILL.row, TEACHER_SELFTRAIN.row

@@ -37,22 +37,17 @@ from castseg.training.compute import apply_compute_settings, resolve_precision
 from castseg.training.distributed import barrier, is_rank_zero
 from castseg.training.evaluate import evaluate_model
 from castseg.training.experiment_data import ExperimentData
+from castseg.training.fingerprints import run_fingerprint, teacher_stage_fingerprint
 from castseg.training.inference import inference_device
 from castseg.training.objective import StageWeights
 from castseg.training.prediction_samples import save_validation_samples
 from castseg.training.pseudo_label_quality import read_pseudo_label_rows, save_pseudo_label_samples
-from castseg.training.run_state import (
-    RUN_STATE_FILE,
-    FinishedStage,
-    RunState,
-    run_fingerprint,
-)
+from castseg.training.run_state import RUN_STATE_FILE, FinishedStage, RunState
 from castseg.training.stage_store import (
     ADAPTED_PSEUDO_LABELS,
     SharedTeacherStages,
     StageStore,
     store_root,
-    teacher_stage_fingerprint,
 )
 from castseg.training.stage_table import (
     DISTILL,
