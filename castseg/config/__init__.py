@@ -7,12 +7,7 @@ field types and ranges (`castseg.config.loading`), then what depends on several 
 ``student.lr_encoder: expected float, got str 'abc'``.
 """
 
-from castseg.config.consistency import (
-    SIZE_ENCODERS,
-    STUDENT_PATCH_SIZE,
-    check_consistency,
-    nearest_sizes,
-)
+from castseg.config.consistency import SIZE_ENCODERS, check_consistency, check_teacher
 from castseg.config.loading import (
     BUILTIN_CONFIG_DIR,
     apply_overrides,
@@ -23,6 +18,7 @@ from castseg.config.loading import (
     load_config,
     save_config,
 )
+from castseg.config.patch_grid import STUDENT_PATCH_SIZE, nearest_sizes
 from castseg.config.schema import (
     BadRecordPolicy,
     ConfigError,
@@ -54,6 +50,7 @@ __all__ = [
     "builtin_config",
     "builtin_config_names",
     "check_consistency",
+    "check_teacher",
     "config_from_dict",
     "config_to_dict",
     "load_config",
