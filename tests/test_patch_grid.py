@@ -1,6 +1,8 @@
 """The patch-grid arithmetic that the config check, the pre-flight checks, the student's encoder
 and the deploy input sizes share."""
 
+import pytest
+
 from castseg.config.patch_grid import (
     STUDENT_PATCH_SIZE,
     image_size_problem,
@@ -9,6 +11,7 @@ from castseg.config.patch_grid import (
     round_up,
 )
 from castseg.deploy.input_size import round_up_size
+from castseg.models.student import build_student
 
 
 def test_sides_on_and_off_the_grid():
@@ -26,3 +29,10 @@ def test_nearest_sizes_and_the_message_naming_them():
         "data.image_size: [250, 250] is not a multiple of the student's patch size 14; "
         "nearest valid sizes: [238, 238] or [252, 252]"
     )
+
+
+def test_the_encoder_names_the_padded_size():
+    encoder = build_student("tiny", 2).encoder
+    assert encoder.patch_grid(28, 56) == (2, 4)
+    with pytest.raises(ValueError, match=r"got image shape 15x28 \(resize or pad, e.g. to 28x28\)"):
+        encoder.patch_grid(15, 28)
