@@ -23,7 +23,9 @@ from matplotlib.figure import Figure
 
 from castseg.experiments.results import RunResults
 from castseg.io import atomic_write_json, atomic_write_text
-from castseg.report import LOSS_KEYS, read_metrics_csv
+from castseg.report_figures import LOSS_KEYS
+from castseg.result_tables import markdown_row
+from castseg.training.metrics_log import read_metrics_csv
 from castseg.viz import save_figure
 
 SUMMARY_FORMAT = "castseg-summary-v1"
@@ -266,8 +268,3 @@ def write_summary(out_dir: str | Path, results: Sequence[RunResults], *, title: 
     path = out_dir / "summary.md"
     atomic_write_text(path, "\n\n".join(sections) + "\n")
     return path
-
-
-def markdown_row(cells: Sequence[str]) -> str:
-    """A Markdown table row, pipes inside cells escaped."""
-    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"

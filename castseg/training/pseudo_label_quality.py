@@ -21,7 +21,7 @@ from castseg.data.coco import (
 )
 from castseg.evaluation.coco import evaluate_coco
 from castseg.io import atomic_write
-from castseg.report import PseudoLabelRow
+from castseg.result_tables import PseudoLabelRow
 from castseg.training.distributed import is_rank_zero
 from castseg.training.pseudo_label_files import read_cache_file
 from castseg.training.pseudo_labels import PseudoLabelCache

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from castseg.io import atomic_write_json
-from castseg.report import ModelRow
+from castseg.result_tables import ModelRow
 from castseg.training.distributed import is_rank_zero
 from castseg.training.fingerprints import as_json, run_key
 
