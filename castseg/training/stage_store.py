@@ -41,6 +41,7 @@ from castseg.config import RunConfig
 from castseg.io import atomic_write, atomic_write_json
 from castseg.training.distributed import barrier, is_rank_zero, on_rank_zero
 from castseg.training.fingerprints import STORE_FORMAT, file_digest, store_key
+from castseg.training.metrics_log import METRICS_FILE
 from castseg.training.run_state import FinishedStage
 from castseg.training.stage_table import TEACHER_SELFTRAIN, TEACHER_STAGES
 
@@ -165,9 +166,9 @@ class SharedTeacherStages:
         for stage in stages:
             if stage.checkpoint is not None:
                 files[stage.checkpoint] = self.out_dir / stage.checkpoint
-            log = self.out_dir / stage.name / "metrics.csv"
+            log = self.out_dir / stage.name / METRICS_FILE
             if stage.steps and log.is_file():
-                files[f"{stage.name}/metrics.csv"] = log
+                files[f"{stage.name}/{METRICS_FILE}"] = log
         records = {stage.name: stage.to_json() for stage in stages}
         return self._publish(TEACHER_PART, files, records)
 
