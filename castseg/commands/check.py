@@ -18,15 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from castseg.commands import COMMANDS, add_override_argument, add_seeds_argument
-from castseg.training.stage_table import (
-    DISTILL,
-    REFINE,
-    STAGES,
-    SUPERVISED_BASELINE,
-    TEACHER_FINETUNE,
-    TEACHER_SELFTRAIN,
-    TEACHER_ZERO_SHOT,
-)
 
 if TYPE_CHECKING:
     from castseg.config import ExperimentConfig
@@ -85,6 +76,16 @@ def run(args: argparse.Namespace) -> int:
 
 def plan(cfg: ExperimentConfig, data: ExperimentData, *, baseline: bool) -> list[tuple[str, str]]:
     """(stage, what it does) for every step of `castseg run`, as `CastPipeline.run` orders them."""
+    from castseg.training.stage_table import (
+        DISTILL,
+        REFINE,
+        STAGES,
+        SUPERVISED_BASELINE,
+        TEACHER_FINETUNE,
+        TEACHER_SELFTRAIN,
+        TEACHER_ZERO_SHOT,
+    )
+
     teacher, student, semi = cfg.teacher, cfg.student, cfg.loss.lambda_semi > 0
     unlabeled = len(data.unlabeled) if data.unlabeled is not None else 0
     val = f"on {len(data.val)} val images" if data.val is not None else "(no val set: AP is n/a)"

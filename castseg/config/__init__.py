@@ -7,7 +7,12 @@ field types and ranges (`castseg.config.loading`), then what depends on several 
 ``student.lr_encoder: expected float, got str 'abc'``.
 """
 
-from castseg.config.consistency import SIZE_ENCODERS, check_consistency, check_teacher
+from castseg.config.consistency import (
+    SIZE_ENCODERS,
+    check_consistency,
+    check_teacher,
+    parse_label_map,
+)
 from castseg.config.loading import (
     BUILTIN_CONFIG_DIR,
     apply_overrides,
@@ -55,5 +60,6 @@ __all__ = [
     "config_to_dict",
     "load_config",
     "nearest_sizes",
+    "parse_label_map",
     "save_config",
 ]

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from castseg.config import TeacherConfig, TeacherSource, check_teacher
-from castseg.config.consistency import parse_label_map
+from castseg.config import TeacherConfig, TeacherSource, check_teacher, parse_label_map
 from castseg.data.coco import CategoryMap
 
 
