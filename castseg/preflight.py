@@ -29,14 +29,16 @@ from pathlib import Path
 
 from torch import nn
 
-from castseg.config import STUDENT_PATCH_SIZE, ExperimentConfig, TeacherSource, nearest_sizes
+from castseg.config import STUDENT_PATCH_SIZE, ExperimentConfig, TeacherSource
+from castseg.config.patch_grid import image_size_problem
 from castseg.deploy.input_size import input_multiple
 from castseg.experiments.seeds import seed_config
 from castseg.io import check_output_folder
 from castseg.models.sizes import student_encoder
 from castseg.training.distributed import resolve_devices
 from castseg.training.experiment_data import ExperimentData, load_experiment_data
-from castseg.training.run_state import RUN_STATE_FILE, RunState, run_fingerprint
+from castseg.training.fingerprints import run_fingerprint
+from castseg.training.run_state import RUN_STATE_FILE, RunState
 from castseg.training.stage_store import store_root
 from castseg.training.stages import state_fingerprint
 
@@ -225,9 +227,8 @@ def _on_disk(source: TeacherSource) -> bool:
 
 
 def _check_input_size(cfg: ExperimentConfig, multiple: int, what: str) -> None:
-    if any(side % multiple for side in cfg.data.image_size):
-        valid = " or ".join(str(size) for size in nearest_sizes(cfg.data.image_size, multiple))
-        raise ValueError(
-            f"data.image_size: {list(cfg.data.image_size)} is not a multiple of the patch size "
-            f"{multiple} of {what}; nearest valid sizes: {valid}"
-        )
+    problem = image_size_problem(
+        cfg.data.image_size, multiple, f"the patch size {multiple} of {what}"
+    )
+    if problem is not None:
+        raise ValueError(problem)

@@ -13,19 +13,10 @@ import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
-from castseg.report import (
-    LOSS_KEYS,
-    MONITOR_KEYS,
-    ROW_DESCRIPTIONS,
-    ModelRow,
-    ap_figure,
-    curves_figure,
-    format_console_table,
-    format_table,
-    narrative,
-    read_metrics_csv,
-    write_report,
-)
+from castseg.report import ROW_DESCRIPTIONS, narrative, write_report
+from castseg.report_figures import LOSS_KEYS, MONITOR_KEYS, ap_figure, curves_figure
+from castseg.result_tables import ModelRow, format_console_table, format_table
+from castseg.training.metrics_log import read_metrics_csv
 
 SPARSE_CSV = """\
 epoch,step,train/loss,train/lr,train/fnr

@@ -76,6 +76,16 @@ def run(args: argparse.Namespace) -> int:
 
 def plan(cfg: ExperimentConfig, data: ExperimentData, *, baseline: bool) -> list[tuple[str, str]]:
     """(stage, what it does) for every step of `castseg run`, as `CastPipeline.run` orders them."""
+    from castseg.training.stage_table import (
+        DISTILL,
+        REFINE,
+        STAGES,
+        SUPERVISED_BASELINE,
+        TEACHER_FINETUNE,
+        TEACHER_SELFTRAIN,
+        TEACHER_ZERO_SHOT,
+    )
+
     teacher, student, semi = cfg.teacher, cfg.student, cfg.loss.lambda_semi > 0
     unlabeled = len(data.unlabeled) if data.unlabeled is not None else 0
     val = f"on {len(data.val)} val images" if data.val is not None else "(no val set: AP is n/a)"
@@ -84,22 +94,28 @@ def plan(cfg: ExperimentConfig, data: ExperimentData, *, baseline: bool) -> list
         per_step = f"{batch} labeled + {batch} pseudo-labeled" if pseudo else f"{batch} labeled"
         return f"{count} steps × {per_step} images"
 
-    stages = [
-        ("teacher_zero_shot", f"evaluate the pretrained teacher {val}"),
-        ("teacher_finetune", steps(teacher.finetune_iters, teacher.batch_size, pseudo=False)),
-        ("pseudo-labels", f"label {unlabeled} unlabeled images with the fine-tuned teacher"),
-        (
-            "teacher_selftrain",
-            steps(teacher.selftrain_iters, teacher.batch_size, pseudo=True)
-            + ", from the pretrained weights",
+    does = {
+        TEACHER_ZERO_SHOT: f"evaluate the pretrained teacher {val}",
+        TEACHER_FINETUNE: steps(teacher.finetune_iters, teacher.batch_size, pseudo=False),
+        TEACHER_SELFTRAIN: steps(teacher.selftrain_iters, teacher.batch_size, pseudo=True)
+        + ", from the pretrained weights",
+        DISTILL: steps(student.distill_iters, student.batch_size, pseudo=semi),
+        REFINE: steps(student.refine_iters, student.batch_size, pseudo=False),
+        SUPERVISED_BASELINE: steps(
+            student.distill_iters + student.refine_iters, student.batch_size, pseudo=False
         ),
-        ("pseudo-labels", f"label {unlabeled} unlabeled images with the adapted teacher"),
-        ("distill", steps(student.distill_iters, student.batch_size, pseudo=semi)),
-        ("refine", steps(student.refine_iters, student.batch_size, pseudo=False)),
-    ]
-    if baseline:
-        total = student.distill_iters + student.refine_iters
-        stages.append(("supervised_baseline", steps(total, student.batch_size, pseudo=False)))
-    evaluated = ("teacher_selftrain", "distill", "refine", "supervised_baseline")
-    stages = [(n, f"{w}; evaluate {val}" if n in evaluated else w) for n, w in stages]
+    }
+    labeler = {TEACHER_FINETUNE: "fine-tuned teacher", TEACHER_SELFTRAIN: "adapted teacher"}
+    stages = []
+    for stage in STAGES:
+        if stage.baseline and not baseline:
+            continue
+        what = does[stage]
+        stages.append(
+            (stage.name, f"{what}; evaluate {val}" if stage.trains and stage.evaluated else what)
+        )
+        if stage.pseudo_labels is not None:
+            stages.append(
+                ("pseudo-labels", f"label {unlabeled} unlabeled images with the {labeler[stage]}")
+            )
     return stages

@@ -9,9 +9,9 @@ field types and ranges (`castseg.config.loading`), then what depends on several 
 
 from castseg.config.consistency import (
     SIZE_ENCODERS,
-    STUDENT_PATCH_SIZE,
     check_consistency,
-    nearest_sizes,
+    check_teacher,
+    parse_label_map,
 )
 from castseg.config.loading import (
     BUILTIN_CONFIG_DIR,
@@ -23,6 +23,7 @@ from castseg.config.loading import (
     load_config,
     save_config,
 )
+from castseg.config.patch_grid import STUDENT_PATCH_SIZE, nearest_sizes
 from castseg.config.schema import (
     BadRecordPolicy,
     ConfigError,
@@ -54,9 +55,11 @@ __all__ = [
     "builtin_config",
     "builtin_config_names",
     "check_consistency",
+    "check_teacher",
     "config_from_dict",
     "config_to_dict",
     "load_config",
     "nearest_sizes",
+    "parse_label_map",
     "save_config",
 ]

@@ -1,14 +1,11 @@
 """What depends on several keys of a config: the image size against the student's patch grid,
-and the keys each teacher kind needs."""
+and the keys each teacher kind needs (`check_teacher`, which `build_teacher` runs too)."""
 
 from __future__ import annotations
 
-from castseg.config.schema import ConfigError, ExperimentConfig, TeacherSource
+from castseg.config.patch_grid import STUDENT_PATCH_SIZE, image_size_problem
+from castseg.config.schema import ConfigError, ExperimentConfig, TeacherConfig, TeacherSource
 
-# The student's DINOv2 encoder cuts images into 14 × 14 patches (`castseg.models.sizes`, and
-# every published DINOv2), so data.image_size must be a multiple of it. An encoder given by hub id
-# or folder has its own config: `castseg.training.preflight` checks the size against it.
-STUDENT_PATCH_SIZE = 14
 # student.encoder values that name no model: the size's own encoder, pretrained or random.
 SIZE_ENCODERS = ("auto", "random")
 
@@ -17,31 +14,44 @@ def check_consistency(cfg: ExperimentConfig) -> None:
     """ConfigError naming the key when keys that depend on each other disagree: the image size
     against the student's patch grid, and the keys each teacher kind needs."""
     if cfg.student.encoder in SIZE_ENCODERS:
-        bad = [side for side in cfg.data.image_size if side % STUDENT_PATCH_SIZE]
-        if bad:
-            raise ConfigError(
-                f"data.image_size: {list(cfg.data.image_size)} is not a multiple of the "
-                f"student's patch size {STUDENT_PATCH_SIZE}; nearest valid sizes: "
-                + " or ".join(str(size) for size in nearest_sizes(cfg.data.image_size)),
-                ("data.image_size",),
-            )
-    if cfg.teacher.kind == "ensemble":
-        if len(cfg.teacher.members) < 2:
+        problem = image_size_problem(
+            cfg.data.image_size,
+            STUDENT_PATCH_SIZE,
+            f"the student's patch size {STUDENT_PATCH_SIZE}",
+        )
+        if problem is not None:
+            raise ConfigError(problem, ("data.image_size",))
+    check_teacher(cfg.teacher)
+
+
+def check_teacher(teacher: TeacherConfig) -> None:
+    """ConfigError naming the key when the teacher section lacks a key its kind needs, or
+    a `label_map` entry is not 'class=model label'."""
+    if teacher.kind == "ensemble":
+        if len(teacher.members) < 2:
             raise ConfigError(
                 "teacher.members: kind 'ensemble' needs at least two members",
                 ("teacher.members", "teacher.kind"),
             )
-        for i, member in enumerate(cfg.teacher.members):
+        for i, member in enumerate(teacher.members):
             _check_teacher_source(member, f"teacher.members[{i}]")
     else:
-        _check_teacher_source(cfg.teacher, "teacher")
+        _check_teacher_source(teacher, "teacher")
 
 
-def nearest_sizes(size: tuple[int, int], multiple: int = STUDENT_PATCH_SIZE) -> list[list[int]]:
-    """The multiples of `multiple` just below and just above `size`, side by side."""
-    below = [max(multiple, side // multiple * multiple) for side in size]
-    above = [-(-side // multiple) * multiple for side in size]
-    return [below] if below == above else [below, above]
+def parse_label_map(source: TeacherSource, key: str) -> dict[str, str] | None:
+    """{"dataset class": "model label"} from the entries "dataset class=model label" of
+    `source.label_map` (`key`: the source's key path); None without entries."""
+    mapping = {}
+    for entry in source.label_map:
+        name, sep, label = entry.partition("=")
+        if not sep or not name.strip() or not label.strip():
+            raise ConfigError(
+                f"{key}.label_map entry {entry!r} must look like 'class=model label'",
+                (f"{key}.label_map",),
+            )
+        mapping[name.strip()] = label.strip()
+    return mapping or None
 
 
 def _check_teacher_source(source: TeacherSource, key: str) -> None:
@@ -51,9 +61,11 @@ def _check_teacher_source(source: TeacherSource, key: str) -> None:
             "the pretrained teacher",
             (f"{key}.checkpoint", f"{key}.kind"),
         )
-    if source.kind == "hf_universal" and source.model is None and source.checkpoint is None:
-        raise ConfigError(
-            f"{key}.model: kind 'hf_universal' needs a hub id or local folder of a "
-            "Mask2Former or EoMT model",
-            (f"{key}.model", f"{key}.kind"),
-        )
+    if source.kind == "hf_universal" and source.checkpoint is None:
+        if source.model is None:
+            raise ConfigError(
+                f"{key}.model: kind 'hf_universal' needs a hub id or local folder of a "
+                "Mask2Former or EoMT model",
+                (f"{key}.model", f"{key}.kind"),
+            )
+        parse_label_map(source, key)  # read only where the hub model is loaded (no checkpoint)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from castseg.config.patch_grid import round_up
+
 
 def input_multiple(model: nn.Module) -> int:
     """The number image sides must be a multiple of: the patch size of the model's ViT encoder
@@ -18,5 +20,5 @@ def round_up_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
     """
     if len(size) != 2 or min(size) < 1 or multiple < 1:
         raise ValueError(f"need a positive (H, W) and multiple, got {size} and {multiple}")
-    height, width = (-(-side // multiple) * multiple for side in size)
+    height, width = (round_up(side, multiple) for side in size)
     return height, width

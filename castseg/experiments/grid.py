@@ -21,17 +21,18 @@ from typing import Any
 from castseg.config import ConfigError, ExperimentConfig, config_to_dict
 from castseg.experiments.results import RunResults
 from castseg.experiments.seeds import run_seeds
-from castseg.experiments.summary import Spread, find_row, markdown_row, summarise
+from castseg.experiments.summary import Spread, find_row, summarise
 from castseg.experiments.variants import Axis, Variant, grid_variants, variant_configs
 from castseg.io import atomic_write_json, atomic_write_text
 from castseg.models.teachers import build_teacher
+from castseg.result_tables import markdown_row
 from castseg.training.distributed import is_rank_zero
 from castseg.training.experiment_data import ExperimentData, load_experiment_data
-from castseg.training.stage_store import store_key, store_root, teacher_stage_fingerprint
+from castseg.training.fingerprints import store_key, teacher_stage_fingerprint
+from castseg.training.stage_store import store_root
+from castseg.training.stage_table import DISTILL, REFINE, TEACHER_SELFTRAIN
 
-STUDENT_ROW = "student (CAST refined)"
-TRANSFER_ROW = "student (CAST knowledge transfer)"
-TEACHER_ROW = "teacher (CAST adapted)"
+STUDENT_ROW, TRANSFER_ROW, TEACHER_ROW = REFINE.row, DISTILL.row, TEACHER_SELFTRAIN.row
 ABLATION_FORMAT = "castseg-ablation-v1"
 
 

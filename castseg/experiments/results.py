@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from castseg.io import atomic_write_json
-from castseg.report import ModelRow
+from castseg.result_tables import ModelRow
 from castseg.training.run_state import row_from_json, row_to_json
 
 RESULTS_FORMAT = "castseg-results-v1"

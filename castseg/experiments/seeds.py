@@ -8,7 +8,6 @@ the data split (`data.split_seed`) stays the config's. A rerun skips a seed whos
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,9 +20,10 @@ from castseg.experiments.results import RESULTS_FILE, RunResults, read_results
 from castseg.experiments.summary import write_summary
 from castseg.training.distributed import is_rank_zero
 from castseg.training.experiment_data import ExperimentData
+from castseg.training.fingerprints import as_json, run_fingerprint
 from castseg.training.pipeline import CastPipeline
-from castseg.training.run_state import run_fingerprint
 from castseg.training.stage_store import store_root
+from castseg.training.stage_table import TEACHER_SELFTRAIN
 from castseg.training.stages import state_fingerprint
 
 
@@ -49,7 +49,7 @@ def finished_run(cfg: ExperimentConfig, teacher: nn.Module, baseline: bool) -> R
         done = read_results(path)
     except ValueError:
         return None  # an unreadable results file is rewritten by the run
-    fingerprint = json.loads(json.dumps(run_fingerprint(cfg, state_fingerprint(teacher))))
+    fingerprint = as_json(run_fingerprint(cfg, state_fingerprint(teacher)))
     if done.fingerprint != fingerprint or done.baseline != baseline:
         return None
     return done
@@ -87,9 +87,9 @@ def run_once(
     pipeline = CastPipeline(cfg, data, Path(cfg.run.out_dir), progress=progress, restart=restart)
     outcome = pipeline.run(teacher, baseline=baseline)
     source: TeacherSource = "earlier"
-    if "teacher_selftrain" in outcome.ran:
+    if TEACHER_SELFTRAIN.name in outcome.ran:
         source = "computed"
-    elif "teacher_selftrain" in pipeline.reused:
+    elif TEACHER_SELFTRAIN.name in pipeline.reused:
         source = "stored"
     results = None if outcome.results is None else read_results(outcome.results)
     return SeedRun(results, source)

@@ -23,7 +23,9 @@ from matplotlib.figure import Figure
 
 from castseg.experiments.results import RunResults
 from castseg.io import atomic_write_json, atomic_write_text
-from castseg.report import LOSS_KEYS, read_metrics_csv
+from castseg.report_figures import LOSS_KEYS
+from castseg.result_tables import markdown_row
+from castseg.training.metrics_log import METRICS_FILE, read_metrics_csv
 from castseg.viz import save_figure
 
 SUMMARY_FORMAT = "castseg-summary-v1"
@@ -199,11 +201,11 @@ def plot_loss_spread(seed_dirs: Sequence[Path], path: str | Path, key: str = LOS
     seeds against the step, with a ± one standard deviation band (steps logged by all seeds).
     Returns the stages drawn; nothing is written when there is none."""
     logs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    stages = sorted({p.parent.name for d in seed_dirs for p in d.glob("*/metrics.csv")})
+    stages = sorted({p.parent.name for d in seed_dirs for p in d.glob(f"*/{METRICS_FILE}")})
     for stage in stages:
         curves = []
         for folder in seed_dirs:
-            log = folder / stage / "metrics.csv"
+            log = folder / stage / METRICS_FILE
             metrics = read_metrics_csv(log) if log.is_file() else {}
             if key in metrics:
                 curves.append(metrics[key])
@@ -266,8 +268,3 @@ def write_summary(out_dir: str | Path, results: Sequence[RunResults], *, title: 
     path = out_dir / "summary.md"
     atomic_write_text(path, "\n\n".join(sections) + "\n")
     return path
-
-
-def markdown_row(cells: Sequence[str]) -> str:
-    """A Markdown table row, pipes inside cells escaped."""
-    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from transformers import Dinov2Backbone, Dinov2Config
 
+from castseg.config.patch_grid import off_grid, round_up
 from castseg.models.pretrained import load_checked
 from castseg.models.protocol import Normalisation
 
@@ -94,8 +95,8 @@ class DinoEncoder(nn.Module):
     def patch_grid(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) of the patch grid for an image of `height` × `width`; raises if not divisible."""
         p = self.patch_size
-        if height % p or width % p:
-            padded = f"{-(-height // p) * p}x{-(-width // p) * p}"
+        if off_grid((height, width), p):
+            padded = f"{round_up(height, p)}x{round_up(width, p)}"
             raise ValueError(
                 f"image height and width must be multiples of the patch size {p}, got image shape "
                 f"{height}x{width} (resize or pad, e.g. to {padded})"

@@ -1,14 +1,8 @@
 """The whole CAST pipeline on one experiment: stages, evaluation, checkpoints, report, resume.
 
-A run is a sequence of stages. Each one, once done, is recorded in the run state
-(`castseg.training.run_state`) with its model checkpoint and its rows of the results table:
-
-    teacher_zero_shot     the pretrained teacher, evaluated             (no checkpoint)
-    teacher_finetune      θ_T^l                                          teacher_finetuned.pt
-    teacher_selftrain     pseudo-labels of θ_T^l, reset, self-training   teacher_adapted.pt
-    distill               knowledge transfer                             student_distilled.pt
-    refine                student refinement                             student.pt
-    supervised_baseline   (with `baseline`) the student on D_l alone     student_supervised.pt
+A run is a sequence of stages (`castseg.training.stage_table`). Each one, once done, is recorded
+in the run state (`castseg.training.run_state`) with its model checkpoint and its rows of the
+results table.
 
 The results table also goes to `results.json` (`castseg.experiments.results`) for summaries.
 
@@ -37,42 +31,39 @@ from castseg.experiments.results import write_results
 from castseg.interruption import Interrupted
 from castseg.models.sizes import student_encoder
 from castseg.models.student import build_student
-from castseg.report import CAST_STUDENT, ModelRow, PseudoLabelRow, narrative, write_report
+from castseg.report import CAST_STUDENT, narrative, write_report
+from castseg.result_tables import ModelRow, PseudoLabelRow
 from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 from castseg.training.compute import apply_compute_settings, resolve_precision
 from castseg.training.distributed import barrier, is_rank_zero
 from castseg.training.evaluate import evaluate_model
 from castseg.training.experiment_data import ExperimentData
+from castseg.training.fingerprints import run_fingerprint, teacher_stage_fingerprint
 from castseg.training.inference import inference_device
 from castseg.training.objective import StageWeights
 from castseg.training.prediction_samples import save_validation_samples
 from castseg.training.pseudo_label_quality import read_pseudo_label_rows, save_pseudo_label_samples
-from castseg.training.run_state import (
-    RUN_STATE_FILE,
-    FinishedStage,
-    RunState,
-    run_fingerprint,
-)
+from castseg.training.run_state import RUN_STATE_FILE, FinishedStage, RunState
 from castseg.training.stage_store import (
     ADAPTED_PSEUDO_LABELS,
-    TEACHER_STAGES,
     SharedTeacherStages,
     StageStore,
     store_root,
-    teacher_stage_fingerprint,
+)
+from castseg.training.stage_table import (
+    DISTILL,
+    PSEUDO_LABEL_PREFIX,
+    REFINE,
+    STAGES,
+    SUPERVISED_BASELINE,
+    TEACHER_FINETUNE,
+    TEACHER_SELFTRAIN,
+    TEACHER_STAGES,
+    TEACHER_ZERO_SHOT,
+    Stage,
 )
 from castseg.training.stages import CastStages, state_fingerprint
 from castseg.training.trainer import StageRun, discard_resume_files
-
-# The model checkpoint (out_dir/<name>.pt) each training stage leaves.
-STAGE_CHECKPOINTS = {
-    "teacher_finetune": "teacher_finetuned",
-    "teacher_selftrain": "teacher_adapted",
-    "distill": "student_distilled",
-    "refine": "student",
-    "supervised_baseline": "student_supervised",
-}
-STAGES = ("teacher_zero_shot", *STAGE_CHECKPOINTS)
 
 
 @dataclass
@@ -138,8 +129,8 @@ class CastPipeline:
         self.outcome.rows.append(row)
         return row
 
-    def save(self, name: str, model: nn.Module, stage: str) -> Path:
-        path = self.out_dir / f"{name}.pt"
+    def save(self, checkpoint: str, model: nn.Module, stage: str) -> Path:
+        path = self.out_dir / checkpoint
         if is_rank_zero():  # every rank holds the same weights after a DDP stage
             save_checkpoint(
                 path,
@@ -169,34 +160,24 @@ class CastPipeline:
         if shared is not None:
             self.reuse_teacher_stages(shared)
 
-        self.stage("teacher_zero_shot", teacher, None, evaluate_as="teacher (zero-shot)")
-        self.stage("teacher_finetune", teacher, lambda: self.stages.teacher_finetune(teacher))
+        self.stage(TEACHER_ZERO_SHOT, teacher, None)
+        self.stage(TEACHER_FINETUNE, teacher, lambda: self.stages.teacher_finetune(teacher))
         self.stage(
-            "teacher_selftrain",
+            TEACHER_SELFTRAIN,
             teacher,
             lambda: self.stages.teacher_selftrain(teacher, pretrained),
-            evaluate_as="teacher (CAST adapted)",
-            after=("teacher_finetune",),
+            after=(TEACHER_FINETUNE,),
         )
         if shared is not None:
             self.share_teacher_stages(shared)
         L.seed_everything(self.cfg.run.seed, verbose=False)
         student = self.new_student()
         initial_student = copy.deepcopy(student.state_dict())
-        self.stage(
-            "distill",
-            student,
-            lambda: self.stages.knowledge_transfer(student, teacher),
-            evaluate_as="student (CAST knowledge transfer)",
-        )
+        self.stage(DISTILL, student, lambda: self.stages.knowledge_transfer(student, teacher))
         if shared is not None:
             shared.publish_pseudo_labels()
         self.stage(
-            "refine",
-            student,
-            lambda: self.stages.student_refinement(student),
-            evaluate_as="student (CAST refined)",
-            after=("distill",),
+            REFINE, student, lambda: self.stages.student_refinement(student), after=(DISTILL,)
         )
         if baseline:
             self.supervised_baseline(initial_student)
@@ -223,7 +204,7 @@ class CastPipeline:
     def reuse_teacher_stages(self, shared: SharedTeacherStages) -> None:
         """Take the teacher stages from the store when this run has none of them yet."""
         assert self.state is not None
-        if any(self.state.finished(name) is not None for name in TEACHER_STAGES):
+        if any(self.state.finished(stage.name) is not None for stage in TEACHER_STAGES):
             return  # this run's own (possibly interrupted) teacher adaptation goes on
         found = shared.fetch_teacher_stages()
         if found is None:
@@ -239,32 +220,32 @@ class CastPipeline:
         """Publish the finished teacher stages, and place the adapted teacher's stored
         pseudo-labels in the run folder before knowledge transfer needs them."""
         assert self.state is not None
-        finished = [self.state.finished(name) for name in TEACHER_STAGES]
+        finished = [self.state.finished(stage.name) for stage in TEACHER_STAGES]
         if not self.reused and all(stage is not None for stage in finished):
             entry = shared.publish_teacher_stages([s for s in finished if s is not None])
             print(f"Teacher adaptation stored for runs with the same inputs: {entry}")
         cache = self.out_dir / ADAPTED_PSEUDO_LABELS
-        if self.state.finished("distill") is None and not cache.is_file():
+        if self.state.finished(DISTILL.name) is None and not cache.is_file():
             entry = shared.fetch_pseudo_labels()
             if entry is not None:
                 print(f"Pseudo-labels of the adapted teacher reused from {entry}")
 
     def stage(
         self,
-        name: str,
+        stage: Stage,
         model: nn.Module,
         train: Callable[[], StageRun] | None,
         *,
-        evaluate_as: str | None = None,
-        after: tuple[str, ...] = (),
+        after: tuple[Stage, ...] = (),
     ) -> None:
-        """Run stage `name` (`train`, then evaluate `model` as `evaluate_as`, save, record it),
-        or skip it when the run state lists it as finished.
+        """Run `stage` (`train`, then evaluate `model` as its row, save, record it), or skip it
+        when the run state lists it as finished.
 
         The evaluation's wall time adds the stages in `after` (e.g. the adapted teacher's time
         includes fine-tuning).
         """
         assert self.state is not None
+        name = stage.name
         done = self.state.finished(name)
         if done is not None:
             self._skip(done, model)
@@ -275,15 +256,15 @@ class CastPipeline:
             run = train() if train is not None else StageRun(name, self.out_dir / name, 0, 0.0)
             wall = time.perf_counter() - began
             rows = []
-            if evaluate_as is not None:
-                earlier = [self.state.finished(s) for s in after]
+            if stage.row is not None:
+                earlier = [self.state.finished(s.name) for s in after]
                 total = wall + sum(s.wall_s for s in earlier if s is not None)
-                rows.append(self.evaluate(evaluate_as, model, total))
+                rows.append(self.evaluate(stage.row, model, total))
         except Interrupted as err:  # a training step or pseudo-labelling says more, if it can
             raise err.during(f"stage {name}") from None
         checkpoint = None
-        if name in STAGE_CHECKPOINTS:
-            checkpoint = self.save(STAGE_CHECKPOINTS[name], model, name).name
+        if stage.checkpoint is not None:
+            checkpoint = self.save(stage.checkpoint, model, name).name
         self.state.record(FinishedStage(name, checkpoint, run.steps, run.skipped_steps, wall, rows))
         self.outcome.ran.append(name)
         if is_rank_zero():
@@ -320,10 +301,10 @@ class CastPipeline:
         pseudo-label caches. Model checkpoints and logs are replaced as the stages rerun."""
         if is_rank_zero():
             (self.out_dir / RUN_STATE_FILE).unlink(missing_ok=True)
-            for name in STAGES:
-                discard_resume_files(self.out_dir, name)
+            for stage in STAGES:
+                discard_resume_files(self.out_dir, stage.name)
             # The caches CastStages.pseudo_label writes, complete or partial.
-            for cache in self.out_dir.glob("pseudo_labels_*.jsonl*"):
+            for cache in self.out_dir.glob(f"{PSEUDO_LABEL_PREFIX}*.jsonl*"):
                 cache.unlink()
         barrier()
 
@@ -344,12 +325,15 @@ class CastPipeline:
         student.load_state_dict(initial_state)
         steps = self.cfg.student.distill_iters + self.cfg.student.refine_iters
         self.stage(
-            "supervised_baseline",
+            SUPERVISED_BASELINE,
             student,
             lambda: self.stages.train(
-                "supervised_baseline", student, StageWeights(0.0, 0.0), steps=steps, teacher=False
+                SUPERVISED_BASELINE.name,
+                student,
+                StageWeights(0.0, 0.0),
+                steps=steps,
+                teacher=SUPERVISED_BASELINE.teacher,
             ),
-            evaluate_as="student (supervised only)",
         )
 
     def write_report(self, student: nn.Module) -> None:

@@ -34,6 +34,7 @@ from pycocotools import mask as mask_utils
 
 from castseg.data.samples import Sample
 from castseg.structures import Instances
+from castseg.training.fingerprints import as_json
 
 PSEUDO_LABEL_FORMAT = "castseg-pseudo-labels-v1"
 _DECIMALS = 6  # scores and probabilities: float32 digits beyond this only grow the file
@@ -182,7 +183,7 @@ def _parse(line: bytes, path: Path, number: int) -> Any:
 def normalise(data: dict[str, Any]) -> dict[str, Any]:
     """`data` as it reads back from JSON (tuples become lists), so comparisons are fair."""
     try:
-        return json.loads(json.dumps(data))
+        return as_json(data)
     except TypeError as err:
         raise ValueError(f"the pseudo-label fingerprint must be JSON data: {err}") from err
 

@@ -21,10 +21,11 @@ from castseg.data.coco import (
 )
 from castseg.evaluation.coco import evaluate_coco
 from castseg.io import atomic_write
-from castseg.report import PseudoLabelRow
+from castseg.result_tables import PseudoLabelRow
 from castseg.training.distributed import is_rank_zero
 from castseg.training.pseudo_label_files import read_cache_file
 from castseg.training.pseudo_labels import PseudoLabelCache
+from castseg.training.stage_table import PSEUDO_LABEL_PREFIX, pseudo_label_teacher
 from castseg.viz import save_prediction_grid
 
 # Pseudo-labels with fewer or more instances per image than these multiples of the labeled set's
@@ -138,7 +139,9 @@ def save_pseudo_label_samples(
 ) -> Path | None:
     """A PNG of the first `count` images of D_u: ground truth | the latest teacher's
     pseudo-labels. None when D_u has no ground truth or no cache was made."""
-    caches = sorted(Path(out_dir).glob("pseudo_labels_*.jsonl"), key=lambda p: p.stat().st_mtime)
+    caches = sorted(
+        Path(out_dir).glob(f"{PSEUDO_LABEL_PREFIX}*.jsonl"), key=lambda p: p.stat().st_mtime
+    )
     truth = None if unlabeled is None or not caches else unlabeled_ground_truth(unlabeled)
     if truth is None or not len(truth):
         return None
@@ -151,6 +154,6 @@ def save_pseudo_label_samples(
         gt = {"masks": sample.instances.masks, "labels": sample.instances.labels}
         labels = {"masks": pseudo.masks, "labels": pseudo.labels, "scores": pseudo.scores}
         rows.append((sample.image, gt, labels))
-    title = f"pseudo-labels of {caches[-1].stem.removeprefix('pseudo_labels_')} (right)"
+    title = f"pseudo-labels of {pseudo_label_teacher(caches[-1].stem)} (right)"
     names = list(truth.categories.names)
     return save_prediction_grid(path, rows, names, score_threshold=0.0, title=title)

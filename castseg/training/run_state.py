@@ -5,29 +5,28 @@
     {"format": "castseg-run-state-v1",
      "fingerprint": {"config": {...}, "teacher": "<SHA-1 of the initial teacher weights>"},
      "threads": 2,
-     "stages": {"teacher_finetune": {"checkpoint": "teacher_finetuned.pt", "steps": 1000,
-                                     "skipped_steps": 0, "wall_s": 812.3, "rows": []},
+     "stages": {"<stage>": {"checkpoint": "teacher_finetuned.pt", "steps": 1000,
+                            "skipped_steps": 0, "wall_s": 812.3, "rows": []},
                 ...}}
 
-A stage's checkpoint is relative to the run folder (null when the stage changes no weights, e.g.
-an evaluation) and its rows are the results-table rows it produced (AP as null when undefined).
+Stages are named as in `castseg.training.stage_table`. A stage's checkpoint is relative to the
+run folder (null when the stage changes no weights, e.g. an evaluation) and its rows are the
+results-table rows it produced (AP as null when undefined).
 
-The fingerprint is what the run's results depend on: the config without the keys in
-`NEUTRAL_KEYS` (where the run writes, how often it logs and checkpoints, when it gives up on
-non-finite losses, how many loader processes it uses, where the shared stage store lies: none of
-them changes a number) and `RESUMABLE_KEYS`, and the teacher's initial weights. A run into a
-folder whose state has another fingerprint stops with a `RunStateMismatchError` naming the
-differences; `restart=True` discards the old run instead.
+The fingerprint is what the run's results depend on (`castseg.training.fingerprints`): the
+config without the keys that declare they affect "none" (where the run writes, how often it logs
+and checkpoints, when it gives up on non-finite losses, how many loader processes it uses, where
+the shared stage store lies: none of them changes a number) or are "resumable", and the teacher's
+initial weights. A run into a folder whose state has another fingerprint stops with a
+`RunStateMismatchError` naming the differences; `restart=True` discards the old run instead.
 
-`run.threads` (`RESUMABLE_KEYS`) changes CPU results in their last bits, yet a resumed run may
-change it (e.g. to 1 on a machine that became shared): `threads` records the CPU thread count
-the state was last written with, and `RunState.threads_note` says when a rerun computes with
-another.
+`run.threads` ("resumable") changes CPU results in their last bits, yet a resumed run may change
+it (e.g. to 1 on a machine that became shared): `threads` records the CPU thread count the state
+was last written with, and `RunState.threads_note` says when a rerun computes with another.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -36,40 +35,17 @@ from typing import Any
 
 import torch
 
-from castseg.config import ExperimentConfig, config_to_dict
 from castseg.io import atomic_write_json
-from castseg.report import ModelRow
+from castseg.result_tables import ModelRow
 from castseg.training.distributed import is_rank_zero
+from castseg.training.fingerprints import as_json, run_key
 
 RUN_STATE_FORMAT = "castseg-run-state-v1"
 RUN_STATE_FILE = "run_state.json"
-NEUTRAL_KEYS = (
-    "run.out_dir",
-    "run.log_every",
-    "run.checkpoint_every",
-    "run.max_nonfinite_steps",
-    "run.allow_weak_pseudo_labels",  # lets a stopped run go on: its results do not change
-    "data.num_workers",
-    "run.stage_store",
-)
-RESUMABLE_KEYS = ("run.threads",)
 
 
 class RunStateMismatchError(ValueError):
     """The run folder holds a run with another config or teacher."""
-
-
-def run_fingerprint(cfg: ExperimentConfig, teacher_weights: str) -> dict[str, Any]:
-    """What a run's results depend on: the config minus `NEUTRAL_KEYS` and `RESUMABLE_KEYS`,
-    and the teacher.
-
-    teacher_weights: a digest of the teacher's initial weights (`state_fingerprint`).
-    """
-    config = config_to_dict(cfg)
-    for key in (*NEUTRAL_KEYS, *RESUMABLE_KEYS):
-        section, name = key.split(".")
-        del config[section][name]
-    return {"config": config, "teacher": teacher_weights}
 
 
 @dataclass
@@ -122,8 +98,7 @@ class RunState:
     @property
     def key(self) -> str:
         """A short digest of the fingerprint: names this run in its resumable checkpoints."""
-        text = json.dumps(self.fingerprint, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return run_key(self.fingerprint)
 
     @classmethod
     def open(
@@ -138,7 +113,7 @@ class RunState:
         with hub weights); only the config is compared then.
         """
         path = Path(out_dir) / RUN_STATE_FILE
-        fingerprint = json.loads(json.dumps(fingerprint))  # tuples as lists, as read back
+        fingerprint = as_json(fingerprint)  # tuples as lists, as read back
         if not path.is_file():
             return cls(path, fingerprint, [])
         data = _read(path)

@@ -3,7 +3,8 @@
 The teacher stages (zero-shot evaluation, fine-tuning, self-training) and the adapted teacher's
 pseudo-labels depend only on the data, the teacher, the seed and the stage-1 loss and
 contrastive settings (`ExperimentConfig.teacher_contrastive`). `teacher_stage_fingerprint`
-digests exactly those (plus how the run computes: precision, float32 matmul precision,
+(`castseg.training.fingerprints`, from what each config key declares it affects) digests exactly
+those (plus how the run computes: precision, float32 matmul precision,
 devices, evaluation top-k, the castseg version), so two runs that differ only in student
 settings (or λ_semi, which stage 1 does not use) share them. Layout under `run.stage_store`
 (default "auto": `.cache` beside the run folder, so `runs/.cache/` for `runs/<name>`; the runs
@@ -27,8 +28,6 @@ file names and sizes); image files are not, so an image edited in place needs a 
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -38,69 +37,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from castseg import __version__
-from castseg.config import DataConfig, ExperimentConfig, RunConfig, config_to_dict
+from castseg.config import RunConfig
 from castseg.io import atomic_write, atomic_write_json
 from castseg.training.distributed import barrier, is_rank_zero, on_rank_zero
+from castseg.training.fingerprints import STORE_FORMAT, file_digest, store_key
+from castseg.training.metrics_log import METRICS_FILE
 from castseg.training.run_state import FinishedStage
+from castseg.training.stage_table import TEACHER_SELFTRAIN, TEACHER_STAGES
 
-STORE_FORMAT = "castseg-stage-store-v1"
-TEACHER_STAGES = ("teacher_zero_shot", "teacher_finetune", "teacher_selftrain")
 TEACHER_PART = "teacher_adaptation"
 PSEUDO_LABEL_PART = "pseudo_labels"
-ADAPTED_PSEUDO_LABELS = "pseudo_labels_teacher_adapted.jsonl"
-# The run settings that change what stage 1 computes (the rest say where and how often to write).
-_RUN_KEYS = (
-    "seed",
-    "accelerator",
-    "devices",
-    "num_nodes",
-    "strategy",
-    "precision",
-    "matmul_precision",
-    "eval_top_k",
-)
+ADAPTED_PSEUDO_LABELS = f"{TEACHER_SELFTRAIN.pseudo_labels}.jsonl"
 _MANIFEST = "manifest.json"
 
 
 class StageStoreWarning(UserWarning):
     """A store entry was corrupt or partial and is recomputed."""
-
-
-def teacher_stage_fingerprint(cfg: ExperimentConfig, teacher_weights: str) -> dict[str, Any]:
-    """What the teacher stages and the adapted teacher's pseudo-labels depend on.
-
-    teacher_weights: the digest of the initial teacher's weights (`state_fingerprint`).
-    """
-    config = config_to_dict(cfg)
-    data = {k: v for k, v in config["data"].items() if k != "num_workers"}
-    loss = {k: v for k, v in config["loss"].items() if k != "lambda_semi"}  # stage 1 uses 1
-    # stage 1's L_pxl settings, however they are written (teacher.contrastive or contrastive)
-    teacher = {k: v for k, v in config["teacher"].items() if k != "contrastive"}
-    contrastive = dataclasses.asdict(cfg.teacher_contrastive)
-    return {
-        "format": STORE_FORMAT,
-        "castseg": __version__,
-        "data": data,
-        "data_files": data_files_digest(cfg.data),
-        "teacher": teacher,
-        "teacher_weights": teacher_weights,
-        "loss": loss,
-        "contrastive": contrastive,
-        "run": {key: config["run"][key] for key in _RUN_KEYS},
-    }
-
-
-def data_files_digest(cfg: DataConfig) -> dict[str, str]:
-    """SHA-256 of each data file the config names; an image folder by its names and sizes."""
-    digests = {}
-    for key in ("labeled_annotations", "unlabeled", "val_annotations", "labeled_ids"):
-        value = getattr(cfg, key)
-        if value is not None:
-            digests[key] = _path_digest(Path(value))
-    if cfg.unlabeled_ids is not None:
-        digests["unlabeled_ids"] = _path_digest(Path(cfg.unlabeled_ids))
-    return digests
 
 
 def store_root(run: RunConfig) -> Path | None:
@@ -110,10 +62,6 @@ def store_root(run: RunConfig) -> Path | None:
     if run.stage_store == "auto":
         return Path(run.out_dir).parent / ".cache"
     return Path(run.stage_store)
-
-
-def store_key(fingerprint: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:24]
 
 
 class StageStore:
@@ -165,7 +113,7 @@ class StageStore:
                 target = tmp / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, target)
-                listed[name] = {"size": target.stat().st_size, "sha256": _file_digest(target)}
+                listed[name] = {"size": target.stat().st_size, "sha256": file_digest(target)}
             manifest = {"format": STORE_FORMAT, "files": listed, "data": data}
             atomic_write_json(tmp / _MANIFEST, manifest)
             try:
@@ -210,7 +158,7 @@ class SharedTeacherStages:
         if found is None:
             return None
         folder, records = found
-        return folder, [FinishedStage.from_json(name, records[name]) for name in TEACHER_STAGES]
+        return folder, [FinishedStage.from_json(s.name, records[s.name]) for s in TEACHER_STAGES]
 
     def publish_teacher_stages(self, stages: list[FinishedStage]) -> Path:
         """Store the finished teacher stages of out_dir (checkpoints, logs, records)."""
@@ -218,9 +166,9 @@ class SharedTeacherStages:
         for stage in stages:
             if stage.checkpoint is not None:
                 files[stage.checkpoint] = self.out_dir / stage.checkpoint
-            log = self.out_dir / stage.name / "metrics.csv"
+            log = self.out_dir / stage.name / METRICS_FILE
             if stage.steps and log.is_file():
-                files[f"{stage.name}/metrics.csv"] = log
+                files[f"{stage.name}/{METRICS_FILE}"] = log
         records = {stage.name: stage.to_json() for stage in stages}
         return self._publish(TEACHER_PART, files, records)
 
@@ -269,7 +217,7 @@ def _verified(folder: Path) -> tuple[dict[str, Any], str | None]:
         path = folder / name
         if not path.is_file():
             return {}, f"{name} is missing"
-        if path.stat().st_size != expected["size"] or _file_digest(path) != expected["sha256"]:
+        if path.stat().st_size != expected["size"] or file_digest(path) != expected["sha256"]:
             return {}, f"{name} differs from its manifest"
     return manifest, None
 
@@ -281,24 +229,3 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     if not isinstance(manifest.get("files"), dict) or "data" not in manifest:
         raise ValueError("no 'files' or 'data'")
     return manifest
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _path_digest(path: Path) -> str:
-    if path.is_dir():
-        listing = sorted(
-            (p.relative_to(path).as_posix(), p.stat().st_size)
-            for p in path.rglob("*")
-            if p.is_file()
-        )
-        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    return _file_digest(path)

@@ -24,6 +24,14 @@ from castseg.training.objective import StageWeights
 from castseg.training.optim import OptimSettings
 from castseg.training.pseudo_label_quality import assess_pseudo_labels
 from castseg.training.pseudo_labels import PseudoLabeledDataset, generate_pseudo_labels
+from castseg.training.stage_table import (
+    DISTILL,
+    REFINE,
+    TEACHER_FINETUNE,
+    TEACHER_SELFTRAIN,
+    Stage,
+    pseudo_label_teacher,
+)
 from castseg.training.trainer import StageRun, train_stage
 
 
@@ -94,8 +102,11 @@ class CastStages:
         self.runs.append(run)
         return run
 
-    def pseudo_label(self, teacher: nn.Module, name: str) -> PseudoLabeledDataset:
-        """Pseudo-label D_u once with a frozen teacher; cached on disk under out_dir/name.jsonl."""
+    def pseudo_label(self, teacher: nn.Module, made_by: Stage) -> PseudoLabeledDataset:
+        """Pseudo-label D_u once with a frozen teacher, the model of stage `made_by`; cached on
+        disk under out_dir/<made_by.pseudo_labels>.jsonl."""
+        name = made_by.pseudo_labels
+        assert name is not None, f"stage {made_by.name} makes no pseudo-labels"
         if self.data.unlabeled is None:
             raise ValueError("this stage needs unlabeled data: set data.unlabeled or data.split")
         teacher.eval().to(inference_device(self.cfg.run.accelerator))
@@ -116,7 +127,7 @@ class CastStages:
             cache,
             self.data.unlabeled,
             self.data.labeled,
-            teacher=f"{self.cfg.teacher.kind} teacher ({name.removeprefix('pseudo_labels_')})",
+            teacher=f"{self.cfg.teacher.kind} teacher ({pseudo_label_teacher(name)})",
             threshold=self.cfg.loss.pseudo_label_threshold,
             allow_weak=self.cfg.run.allow_weak_pseudo_labels,
         )
@@ -125,47 +136,47 @@ class CastStages:
     def teacher_finetune(self, teacher: nn.Module) -> StageRun:
         """Stage 1a: θ_T^l, the teacher fine-tuned on D_l with L_pxl."""
         return self.train(
-            "teacher_finetune",
+            TEACHER_FINETUNE.name,
             teacher,
             StageWeights(0.0, self.cfg.loss.lambda_pxl),
             steps=self.cfg.teacher.finetune_iters,
-            teacher=True,
+            teacher=TEACHER_FINETUNE.teacher,
         )
 
     def teacher_selftrain(self, teacher: nn.Module, pretrained: dict[str, Tensor]) -> StageRun:
         """Stage 1b: pseudo-label D_u with θ_T^l (`teacher` as it is), reset the teacher to the
         pretrained weights θ_T^0, then self-train on D_l and pseudo-labeled D_u → θ_T''."""
-        pseudo = self.pseudo_label(teacher, "pseudo_labels_teacher_finetune")
+        pseudo = self.pseudo_label(teacher, TEACHER_FINETUNE)
         teacher.load_state_dict(pretrained)
         return self.train(
-            "teacher_selftrain",
+            TEACHER_SELFTRAIN.name,
             teacher,
             StageWeights(1.0, self.cfg.loss.lambda_pxl),
             steps=self.cfg.teacher.selftrain_iters,
-            teacher=True,
+            teacher=TEACHER_SELFTRAIN.teacher,
             pseudo_labeled=pseudo,
         )
 
     def knowledge_transfer(self, student: nn.Module, teacher: nn.Module) -> StageRun:
         """Stage 2: the frozen teacher's pseudo-labels and L_pxl train the student with J."""
         teacher.requires_grad_(False)
-        pseudo = self.pseudo_label(teacher, "pseudo_labels_teacher_adapted")
+        pseudo = self.pseudo_label(teacher, TEACHER_SELFTRAIN)
         weights = StageWeights(self.cfg.loss.lambda_semi, self.cfg.loss.lambda_pxl)
         return self.train(
-            "distill",
+            DISTILL.name,
             student,
             weights,
             steps=self.cfg.student.distill_iters,
-            teacher=False,
+            teacher=DISTILL.teacher,
             pseudo_labeled=pseudo,
         )
 
     def student_refinement(self, student: nn.Module) -> StageRun:
         """Stage 3: labeled data only, λ_semi = λ_pxl = 0."""
         return self.train(
-            "refine",
+            REFINE.name,
             student,
             StageWeights(0.0, 0.0),
             steps=self.cfg.student.refine_iters,
-            teacher=False,
+            teacher=REFINE.teacher,
         )

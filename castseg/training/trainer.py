@@ -44,6 +44,7 @@ from castseg.interruption import Interrupted
 from castseg.io import atomic_write
 from castseg.training.batches import StageBatches
 from castseg.training.compute import resolve_precision
+from castseg.training.metrics_log import METRICS_FILE, read_log
 from castseg.training.module import CastModule
 from castseg.training.objective import StageWeights
 from castseg.training.optim import OptimSettings
@@ -51,7 +52,7 @@ from castseg.training.progress import StageBar, stage_progress
 
 RESUME_CHECKPOINT = "last.ckpt"
 _PENDING = ".pending"
-_LOG = "metrics.csv"
+_LOG = METRICS_FILE
 _LOG_HISTORY = "metrics.before_resume.csv"
 
 
@@ -351,13 +352,9 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
     """Complete rows of a CSV log (a row cut short by a kill is dropped); [] without a file."""
     if not path.is_file():
         return []
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [
-        row
-        for row in rows
-        if None not in row and None not in row.values() and row.get("step", "").isdigit()
-    ]
+    header, rows = read_log(path, strict=False)
+    cells = [dict(zip(header, row, strict=True)) for _, row in rows]
+    return [row for row in cells if row.get("step", "").isdigit()]
 
 
 def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:

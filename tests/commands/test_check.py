@@ -154,3 +154,17 @@ def test_warnings_are_printed_as_their_message_alone(world, tmp_path):
     assert warning.startswith("castseg: warning: ") and "dropped 1 record(s)" in warning
     # Neither the source file and line of the warning nor the code on it.
     assert ".py:" not in done.stderr and "CocoInstanceDataset(" not in done.stderr
+
+
+def test_no_models_catches_a_label_map_typo_before_any_model_loads(world, capsys):
+    args = [
+        "check", str(builtin_config("custom_coco")), "--no-progress", "--no-models",
+        "--set", f"data.labeled_annotations={world['target_train']}",
+        "--set", "teacher.kind=hf_universal",
+        "--set", "teacher.model=some/hub-model",
+        "--set", "teacher.label_map=[disc]",
+    ]  # fmt: skip
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "--set teacher.label_map=[disc]: teacher.label_map entry 'disc' must look like" in error
+    assert len(error.strip().splitlines()) == 1

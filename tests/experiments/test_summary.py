@@ -17,7 +17,7 @@ from castseg.experiments.summary import (
     summarise,
     write_summary,
 )
-from castseg.report import ModelRow
+from castseg.result_tables import ModelRow
 
 
 def write_seed(root, seed, teacher_ap, student_ap, student_ap50=50.0):

@@ -16,7 +16,8 @@ from torch import nn
 from castseg.config import config_from_dict
 from castseg.data.coco import CocoInstanceDataset
 from castseg.models.student import build_student
-from castseg.report import ModelRow
+from castseg.result_tables import ModelRow
+from castseg.training.fingerprints import run_fingerprint
 from castseg.training.objective import StageWeights
 from castseg.training.optim import OptimSettings
 from castseg.training.run_state import (
@@ -24,7 +25,6 @@ from castseg.training.run_state import (
     FinishedStage,
     RunState,
     RunStateMismatchError,
-    run_fingerprint,
 )
 from castseg.training.trainer import (
     NonFiniteLossError,

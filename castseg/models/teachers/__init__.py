@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from castseg.config import TeacherConfig, TeacherSource
+from castseg.config import TeacherConfig, TeacherSource, check_teacher, parse_label_map
 from castseg.data.coco import CategoryMap
 
 
@@ -16,13 +16,14 @@ def build_teacher(cfg: TeacherConfig, categories: CategoryMap) -> nn.Module:
     """The pretrained teacher of `cfg` over the dataset's classes, in training mode.
 
     A `checkpoint` (a castseg checkpoint, of any kind) replaces the hub weights; its classes
-    must be the dataset's.
+    must be the dataset's. The keys each kind needs are the config's rules (`check_teacher`);
+    what needs the files or the dataset (the checkpoint's classes, one prompt per class) is
+    checked here.
     """
+    check_teacher(cfg)  # the keys each kind needs (a config built without load_config)
     if cfg.kind == "ensemble":
         from castseg.models.teachers.ensemble import EnsembleTeacher
 
-        if len(cfg.members) < 2:
-            raise ValueError("teacher.kind 'ensemble' needs at least two teacher.members")
         members = [
             _build_source(member, categories, f"teacher.members[{i}]")
             for i, member in enumerate(cfg.members)
@@ -48,11 +49,6 @@ def _build_source(source: TeacherSource, categories: CategoryMap, key: str) -> n
                 f" but the dataset has {names}"
             )
         return loaded.model
-    if source.kind == "student_family":
-        raise ValueError(
-            f"{key}.checkpoint is required for kind 'student_family': the path of a castseg "
-            "checkpoint of the pretrained teacher"
-        )
     trainable = None if source.trainable is None else list(source.trainable)
     if source.kind == "grounded_sam2":
         from castseg.models.teachers.grounded_sam2 import GroundedSAM2Teacher
@@ -76,24 +72,11 @@ def _build_source(source: TeacherSource, categories: CategoryMap, key: str) -> n
         )
     from castseg.models.teachers.hf_universal import HFUniversalTeacher
 
-    if source.model is None:
-        raise ValueError(f"{key}.model is required for kind 'hf_universal' (a hub id or folder)")
     return HFUniversalTeacher.from_pretrained(
         source.model,
         names,
-        label_map=_label_map(source.label_map, key),
+        label_map=parse_label_map(source, key),
         trainable=trainable,
         proj_dim=source.proj_dim,
         input_size=source.input_size,
     )
-
-
-def _label_map(entries: tuple[str, ...], key: str) -> dict[str, str] | None:
-    """{"dataset class": "model label"} from entries "dataset class=model label"."""
-    mapping = {}
-    for entry in entries:
-        name, sep, label = entry.partition("=")
-        if not sep or not name.strip() or not label.strip():
-            raise ValueError(f"{key}.label_map entry {entry!r} must look like 'class=model label'")
-        mapping[name.strip()] = label.strip()
-    return mapping or None
