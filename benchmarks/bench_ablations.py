@@ -26,7 +26,7 @@ from castseg.data.synthetic import generate_world
 from castseg.demo_encoder import source_encoder
 from castseg.demo_plan import FULL, DemoPlan, demo_config
 from castseg.demo_teacher import source_teacher
-from castseg.training.checkpoints import save_checkpoint
+from castseg.models.checkpoints import save_checkpoint
 
 # The demo's world and stand-in teacher (source_train as in the demo, so the shipped teacher
 # applies), fewer target images, and every stage shortened.

@@ -18,8 +18,8 @@ from castseg.config import ExperimentConfig, apply_overrides
 from castseg.data.coco import CocoInstanceDataset
 from castseg.data.synthetic import GENERATOR_VERSION, WorldSpec
 from castseg.io import atomic_write
+from castseg.models.checkpoints import load_checkpoint, save_checkpoint
 from castseg.models.student import build_student
-from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 from castseg.training.experiment_data import ExperimentData
 from castseg.training.objective import StageWeights
 from castseg.training.stages import CastStages

@@ -9,8 +9,8 @@ import yaml
 
 from castseg.data.coco import CategoryMap
 from castseg.data.synthetic import WorldSpec, generate_world
+from castseg.models.checkpoints import save_checkpoint
 from castseg.models.student import build_student
-from castseg.training.checkpoints import save_checkpoint
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,8 @@ import torch
 from castseg.data.coco import CategoryMap
 from castseg.demo_plan import FULL
 from castseg.demo_teacher import SHIPPED_TEACHER, TeacherRecipe, write_half_precision
+from castseg.models.checkpoints import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from castseg.models.student import build_student
-from castseg.training.checkpoints import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 
 
 def test_shipped_teacher_matches_the_full_demo():

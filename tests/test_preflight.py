@@ -14,9 +14,9 @@ from transformers.utils import logging as hf_logging
 from castseg.cli import main
 from castseg.config import load_config
 from castseg.data.coco import CategoryMap
+from castseg.models.checkpoints import load_checkpoint, save_checkpoint
 from castseg.models.student import build_student
 from castseg.preflight import PreflightWarning
-from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 from castseg.training.fingerprints import run_fingerprint
 from castseg.training.run_state import RUN_STATE_FILE, FinishedStage, RunState
 from castseg.training.stages import state_fingerprint

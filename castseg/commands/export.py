@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from castseg.deploy.input_size import input_multiple, round_up_size
     from castseg.deploy.onnx_export import DEFAULT_ATOL, export_onnx
     from castseg.deploy.onnx_metadata import OnnxMetadata
-    from castseg.training.checkpoints import load_checkpoint
+    from castseg.models.checkpoints import load_checkpoint
 
     loaded = load_checkpoint(args.checkpoint)
     image_size = loaded.image_size

@@ -23,7 +23,7 @@ from castseg.deploy.latency import Latency, count_parameters, onnxruntime_latenc
 from castseg.deploy.onnx_export import export_onnx
 from castseg.deploy.onnx_metadata import OnnxMetadata
 from castseg.deploy.onnx_runtime import onnx_session
-from castseg.training.checkpoints import imagenet_normalization
+from castseg.models.checkpoints import imagenet_normalization
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from castseg.deploy.devices import torch_device
 from castseg.deploy.onnx_runtime import load_onnx_model
 from castseg.evaluation.coco import encode_results
 from castseg.io import atomic_write, atomic_write_json
+from castseg.models.checkpoints import load_checkpoint
 from castseg.progress_bar import progress_bar
-from castseg.training.checkpoints import load_checkpoint
 from castseg.training.inference import predict_images
 from castseg.viz import overlay_instances
 

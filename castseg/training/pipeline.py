@@ -29,11 +29,11 @@ from torch import nn
 from castseg.config import ExperimentConfig, config_to_dict
 from castseg.experiments.results import write_results
 from castseg.interruption import Interrupted
+from castseg.models.checkpoints import load_checkpoint, save_checkpoint
 from castseg.models.sizes import student_encoder
 from castseg.models.student import build_student
 from castseg.report import CAST_STUDENT, narrative, write_report
 from castseg.result_tables import ModelRow, PseudoLabelRow
-from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 from castseg.training.compute import apply_compute_settings, resolve_precision
 from castseg.training.distributed import barrier, is_rank_zero
 from castseg.training.evaluate import evaluate_model

@@ -5,7 +5,7 @@ import math
 import re
 
 from castseg.cli import main
-from castseg.training.checkpoints import load_checkpoint
+from castseg.models.checkpoints import load_checkpoint
 
 MODELS = (
     "teacher (zero-shot)",

@@ -5,8 +5,8 @@ import yaml
 from castseg.cli import main
 from castseg.data.coco import CategoryMap, CocoInstanceDataset
 from castseg.evaluation.coco import evaluate_coco
+from castseg.models.checkpoints import save_checkpoint
 from castseg.models.student import build_student
-from castseg.training.checkpoints import save_checkpoint
 from castseg.training.evaluate import evaluate_model
 
 

@@ -19,8 +19,8 @@ from pycocotools import mask as mask_utils
 from castseg.cli import main
 from castseg.data.coco import CategoryMap
 from castseg.deploy.onnx_runtime import load_onnx_model
+from castseg.models.checkpoints import load_checkpoint, save_checkpoint
 from castseg.models.student import build_student
-from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 
 CATEGORIES = CategoryMap(ids=(3, 7, 9), names=("cat", "dog", "bird"))
 ATOL = 1e-4

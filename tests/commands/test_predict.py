@@ -16,8 +16,8 @@ from castseg.data.coco import CategoryMap
 from castseg.data.images import load_rgb_image
 from castseg.data.views import ResizeView
 from castseg.evaluation.coco import encode_results
+from castseg.models.checkpoints import load_checkpoint, save_checkpoint
 from castseg.models.student import build_student
-from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 from castseg.training.inference import predict_images
 
 CATEGORIES = CategoryMap(ids=(3, 7, 9), names=("cat", "dog", "bird"))

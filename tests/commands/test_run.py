@@ -16,8 +16,8 @@ import yaml
 from castseg.cli import main
 from castseg.data.coco import CategoryMap
 from castseg.data.validation import BadRecordWarning
+from castseg.models.checkpoints import load_checkpoint, save_checkpoint
 from castseg.models.student import build_student
-from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 
 FAST = [
     "--set", "teacher.finetune_iters=1",

@@ -18,9 +18,9 @@ from transformers import Dinov2Config, Dinov2Model
 from castseg.cli import main
 from castseg.config import builtin_config, load_config
 from castseg.data.coco import CategoryMap
+from castseg.models.checkpoints import load_checkpoint, save_checkpoint
 from castseg.models.sizes import SIZES
 from castseg.models.student import build_student
-from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -21,9 +21,9 @@ from torch import Tensor, nn
 from castseg.data.coco import CategoryMap, CocoInstanceDataset
 from castseg.data.views import ResizeView
 from castseg.evaluation.instance_inference import instances_from_predictions
+from castseg.models.checkpoints import save_checkpoint
 from castseg.models.student import build_student
 from castseg.structures import Predictions
-from castseg.training.checkpoints import save_checkpoint
 from castseg.training.evaluate import evaluate_checkpoint, evaluate_model
 from castseg.training.inference import predict_images
 

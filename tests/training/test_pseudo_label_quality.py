@@ -17,10 +17,10 @@ import yaml
 
 from castseg.cli import main
 from castseg.data.coco import CategoryMap, CocoInstanceDataset, UnlabeledImageDataset
+from castseg.models.checkpoints import save_checkpoint
 from castseg.models.student import build_student
 from castseg.result_tables import PseudoLabelRow
 from castseg.structures import Instances
-from castseg.training.checkpoints import save_checkpoint
 from castseg.training.pseudo_label_files import PSEUDO_LABEL_FORMAT, encode_record
 from castseg.training.pseudo_label_quality import (
     WeakPseudoLabelsError,

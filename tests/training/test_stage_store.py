@@ -11,7 +11,7 @@ import torch
 
 from castseg.cli import main
 from castseg.config import apply_overrides, load_config
-from castseg.training.checkpoints import load_checkpoint
+from castseg.models.checkpoints import load_checkpoint
 from castseg.training.fingerprints import store_key, teacher_stage_fingerprint
 from castseg.training.stage_store import StageStore, StageStoreWarning
 

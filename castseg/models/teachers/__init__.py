@@ -40,7 +40,7 @@ def build_teacher(cfg: TeacherConfig, categories: CategoryMap) -> nn.Module:
 def _build_source(source: TeacherSource, categories: CategoryMap, key: str) -> nn.Module:
     names = list(categories.names)
     if source.checkpoint is not None:
-        from castseg.training.checkpoints import load_checkpoint
+        from castseg.models.checkpoints import load_checkpoint
 
         loaded = load_checkpoint(source.checkpoint)
         if list(loaded.category_map.names) != names:

@@ -5,11 +5,11 @@ import torch
 
 from castseg.config import TeacherConfig, TeacherSource
 from castseg.data.coco import CategoryMap
+from castseg.models.checkpoints import save_checkpoint
 from castseg.models.student import build_student
 from castseg.models.teachers import build_teacher
 from castseg.models.teachers.ensemble import EnsembleTeacher
 from castseg.models.teachers.grounded_sam2 import GroundedSAM2Teacher
-from castseg.training.checkpoints import save_checkpoint
 
 CATEGORIES = CategoryMap.from_categories(
     [{"id": 3, "name": "disc"}, {"id": 7, "name": "ring"}], "test"

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
 from castseg.data.coco import CategoryMap
+from castseg.models.checkpoints import load_checkpoint, save_checkpoint
 from castseg.models.registry import build_model
 from castseg.models.student import build_student
 from castseg.models.teachers.ensemble import EnsembleTeacher, fuse_instances, mask_iou
 from castseg.models.teachers.hf_universal import HFUniversalTeacher
-from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 
 CLASSES = ["person", "car", "bicycle"]
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer, Sam2VideoModel
 
 from castseg.data.coco import CategoryMap
+from castseg.models.checkpoints import load_checkpoint, save_checkpoint
 from castseg.models.registry import build_model
 from castseg.models.teachers.grounded_sam2 import GroundedSAM2Teacher
 from castseg.models.teachers.grounded_sam2_detector import class_logits_from_scores
@@ -16,7 +17,6 @@ from castseg.models.teachers.grounded_sam2_parts import (
     PARTS,
     parameters_by_part,
 )
-from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 
 CLASSES = ["person", "motorcycle", "traffic_light"]
 # The tiny processors' settings (see conftest): detector shortest edge 48, longest 80.

@@ -8,8 +8,8 @@ processor_config.json), the detector like openmmlab-community/mm_grounding_dino_
 import yaml
 
 from castseg.cli import main
+from castseg.models.checkpoints import load_checkpoint
 from castseg.models.teachers.grounded_sam2 import GroundedSAM2Teacher
-from castseg.training.checkpoints import load_checkpoint
 from castseg.training.pseudo_labels import PseudoLabelCache
 
 SMOKE = [

@@ -24,12 +24,12 @@ from transformers import (
 
 from castseg.config import ContrastiveConfig, LossConfig
 from castseg.data.coco import CategoryMap
+from castseg.models.checkpoints import load_checkpoint, save_checkpoint
 from castseg.models.encoder import IMAGENET_MEAN, IMAGENET_STD
 from castseg.models.registry import build_model
 from castseg.models.teachers.hf_universal import HFUniversalTeacher
 from castseg.structures import Instances
 from castseg.training.batches import ViewBatch
-from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 from castseg.training.module import CastModule
 from castseg.training.objective import StageWeights
 from castseg.training.optim import OptimSettings

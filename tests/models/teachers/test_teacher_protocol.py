@@ -6,6 +6,7 @@ import torch
 from transformers import EomtConfig, EomtForUniversalSegmentation
 
 from castseg.data.coco import CategoryMap
+from castseg.models.checkpoints import load_checkpoint, save_checkpoint
 from castseg.models.encoder import IMAGENET_MEAN, IMAGENET_STD
 from castseg.models.protocol import Embedder, SegmentationModel
 from castseg.models.registry import build_model
@@ -13,7 +14,6 @@ from castseg.models.student import build_student
 from castseg.models.teachers.ensemble import EnsembleTeacher
 from castseg.models.teachers.grounded_sam2 import GroundedSAM2Teacher
 from castseg.models.teachers.hf_universal import HFUniversalTeacher
-from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 
 CLASSES = ["person", "motorcycle", "traffic_light"]
 CATEGORIES = CategoryMap(ids=(1, 2, 3), names=tuple(CLASSES))

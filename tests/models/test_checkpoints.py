@@ -9,8 +9,8 @@ import torch
 
 from castseg.data.coco import CategoryMap
 from castseg.io import atomic_write, atomic_write_json
+from castseg.models.checkpoints import load_checkpoint, save_checkpoint
 from castseg.models.student import Student, build_student
-from castseg.training.checkpoints import load_checkpoint, save_checkpoint
 
 CATEGORIES = CategoryMap(ids=(3, 7, 9), names=("cat", "dog", "bird"))
 
