@@ -35,7 +35,7 @@ from castseg.deploy.input_size import input_multiple
 from castseg.experiments.seeds import seed_config
 from castseg.io import check_output_folder
 from castseg.models.sizes import student_encoder
-from castseg.training.distributed import resolve_devices
+from castseg.runtime.distributed import resolve_devices
 from castseg.training.experiment_data import ExperimentData, load_experiment_data
 from castseg.training.fingerprints import run_fingerprint
 from castseg.training.run_state import RUN_STATE_FILE, RunState

@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from castseg.experiments.grid import format_ablation_table, plan_grid, run_ablation
     from castseg.experiments.variants import parse_axis
     from castseg.preflight import SETUP_CHECKS, Preflight
-    from castseg.training.compute import apply_compute_settings
-    from castseg.training.distributed import distributed_session
+    from castseg.runtime.compute import apply_compute_settings
+    from castseg.runtime.distributed import distributed_session
 
     # run.out_dir, the stage store and the launch, before any data or model is loaded
     cfg = Preflight(load_config(args.config, args.overrides), args.config).check(SETUP_CHECKS).cfg

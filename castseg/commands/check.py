@@ -50,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from castseg.config import load_config
     from castseg.preflight import CHECKS, Preflight
-    from castseg.training.compute import apply_compute_settings
+    from castseg.runtime.compute import apply_compute_settings
 
     cfg = load_config(args.config, args.overrides)
     print(f"config {args.config}: valid")

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from castseg.demo_plan import FULL, SMOKE, STAND_IN, demo_config
     from castseg.demo_teacher import source_teacher
     from castseg.result_tables import format_console_table, format_pseudo_label_console
-    from castseg.training.compute import apply_compute_settings
+    from castseg.runtime.compute import apply_compute_settings
     from castseg.training.experiment_data import load_experiment_data
     from castseg.training.pipeline import CastPipeline
 

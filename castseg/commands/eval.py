@@ -107,8 +107,8 @@ def _evaluate_model_file(
     onnx = model_file_kind(path) == "onnx"
     if given_as_onnx and not onnx:
         raise ValueError(f"--onnx {path} is a castseg checkpoint: give it as CHECKPOINT")
-    # Training code pulls in Lightning and transformers; scoring a results file must not.
-    from castseg.training.evaluate import evaluate_checkpoint
+    # Model code pulls in torch and transformers; scoring a results file must not.
+    from castseg.deploy.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(
         path, annotations, image_root=image_root, progress=progress, onnx=onnx
@@ -123,9 +123,9 @@ def _evaluate_teacher(
     from castseg.config import load_config
     from castseg.data.coco import CocoInstanceDataset
     from castseg.models.teachers import build_teacher
-    from castseg.training.compute import apply_compute_settings
-    from castseg.training.evaluate import evaluate_model
-    from castseg.training.inference import inference_device
+    from castseg.runtime.compute import apply_compute_settings
+    from castseg.runtime.evaluate import evaluate_model
+    from castseg.runtime.inference import inference_device
 
     cfg = load_config(config, overrides)
     apply_compute_settings(cfg.run)

@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from castseg.config import load_config
     from castseg.preflight import MODEL_CHECKS, SETUP_CHECKS, Preflight
     from castseg.result_tables import format_console_table, format_pseudo_label_console
-    from castseg.training.compute import apply_compute_settings
-    from castseg.training.distributed import distributed_session, is_rank_zero
+    from castseg.runtime.compute import apply_compute_settings
+    from castseg.runtime.distributed import distributed_session, is_rank_zero
     from castseg.training.pipeline import CastPipeline
 
     progress = not args.no_progress

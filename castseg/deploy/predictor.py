@@ -1,7 +1,7 @@
 """Batched prediction over image files: COCO results and overlay PNGs, PyTorch or ONNX Runtime.
 
 Both backends go through the same post-processing as `castseg eval`
-(`castseg.training.inference.predict_images`): the `ResizeView` of the model's input size,
+(`castseg.runtime.inference.predict_images`): the `ResizeView` of the model's input size,
 Mask2Former instance inference, masks mapped back onto each original image.
 
 An image file that cannot be read (corrupt, truncated, not an image) is skipped: a warning
@@ -30,7 +30,7 @@ from castseg.evaluation.coco import encode_results
 from castseg.io import atomic_write, atomic_write_json
 from castseg.models.checkpoints import load_checkpoint
 from castseg.progress_bar import progress_bar
-from castseg.training.inference import predict_images
+from castseg.runtime.inference import predict_images
 from castseg.viz import overlay_instances
 
 logger = logging.getLogger(__name__)

@@ -154,7 +154,7 @@ def evaluate_cityscapes(
     """Official AP of per-frame predictions.
 
     predictions: frame name → {"masks": [N, H, W] bool, "labels": [N] class indices, "scores":
-        [N]} (what castseg.training.inference.predict_images returns), as a mapping or an
+        [N]} (what castseg.runtime.inference.predict_images returns), as a mapping or an
         iterable of pairs (a generator keeps one frame in memory at a time). A frame name is any
         Cityscapes file name of the frame or its key, e.g. 'frankfurt_000000_000294'. Every
         ground-truth frame needs an entry (an empty one when nothing was found).

@@ -26,7 +26,7 @@ from castseg.experiments.variants import Axis, Variant, grid_variants, variant_c
 from castseg.io import atomic_write_json, atomic_write_text
 from castseg.models.teachers import build_teacher
 from castseg.result_tables import markdown_row
-from castseg.training.distributed import is_rank_zero
+from castseg.runtime.distributed import is_rank_zero
 from castseg.training.experiment_data import ExperimentData, load_experiment_data
 from castseg.training.fingerprints import store_key, teacher_stage_fingerprint
 from castseg.training.stage_store import store_root

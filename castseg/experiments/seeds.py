@@ -18,7 +18,7 @@ from torch import nn
 from castseg.config import ExperimentConfig
 from castseg.experiments.results import RESULTS_FILE, RunResults, read_results
 from castseg.experiments.summary import write_summary
-from castseg.training.distributed import is_rank_zero
+from castseg.runtime.distributed import is_rank_zero
 from castseg.training.experiment_data import ExperimentData
 from castseg.training.fingerprints import as_json, run_fingerprint
 from castseg.training.pipeline import CastPipeline

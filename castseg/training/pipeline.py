@@ -34,12 +34,12 @@ from castseg.models.sizes import student_encoder
 from castseg.models.student import build_student
 from castseg.report import CAST_STUDENT, narrative, write_report
 from castseg.result_tables import ModelRow, PseudoLabelRow
-from castseg.training.compute import apply_compute_settings, resolve_precision
-from castseg.training.distributed import barrier, is_rank_zero
-from castseg.training.evaluate import evaluate_model
+from castseg.runtime.compute import apply_compute_settings, resolve_precision
+from castseg.runtime.distributed import barrier, is_rank_zero
+from castseg.runtime.evaluate import evaluate_model
+from castseg.runtime.inference import inference_device
 from castseg.training.experiment_data import ExperimentData
 from castseg.training.fingerprints import run_fingerprint, teacher_stage_fingerprint
-from castseg.training.inference import inference_device
 from castseg.training.objective import StageWeights
 from castseg.training.prediction_samples import save_validation_samples
 from castseg.training.pseudo_label_quality import read_pseudo_label_rows, save_pseudo_label_samples

@@ -8,7 +8,7 @@ from torch import nn
 
 from castseg.data.coco import CocoInstanceDataset
 from castseg.data.views import ResizeView
-from castseg.training.inference import predict_images
+from castseg.runtime.inference import predict_images
 from castseg.viz import save_prediction_grid
 
 

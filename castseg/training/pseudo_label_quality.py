@@ -22,7 +22,7 @@ from castseg.data.coco import (
 from castseg.evaluation.coco import evaluate_coco
 from castseg.io import atomic_write
 from castseg.result_tables import PseudoLabelRow
-from castseg.training.distributed import is_rank_zero
+from castseg.runtime.distributed import is_rank_zero
 from castseg.training.pseudo_label_files import read_cache_file
 from castseg.training.pseudo_labels import PseudoLabelCache
 from castseg.training.stage_table import PSEUDO_LABEL_PREFIX, pseudo_label_teacher

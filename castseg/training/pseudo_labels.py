@@ -28,8 +28,7 @@ from castseg.data.views import ResizeView
 from castseg.interruption import Interrupted
 from castseg.losses.pseudo_labels import filter_pseudo_labels
 from castseg.progress_bar import progress_bar
-from castseg.structures import Instances
-from castseg.training.distributed import (
+from castseg.runtime.distributed import (
     all_gather_results,
     global_rank,
     is_rank_zero,
@@ -37,7 +36,8 @@ from castseg.training.distributed import (
     shard_indices,
     world_size,
 )
-from castseg.training.inference import predict_images
+from castseg.runtime.inference import predict_images
+from castseg.structures import Instances
 from castseg.training.pseudo_label_files import (
     PSEUDO_LABEL_FORMAT,
     check_matches,
@@ -163,7 +163,7 @@ def generate_pseudo_labels(
     file made with another fingerprint or other settings raises ValueError naming the differing
     keys.
 
-    Under a process group (`castseg.training.distributed`) every rank calls this with the same
+    Under a process group (`castseg.runtime.distributed`) every rank calls this with the same
     arguments: the images still to label are dealt out across ranks, each rank appends its
     share to its own partial file, rank 0 merges them and every rank returns the merged cache.
     """

@@ -37,7 +37,7 @@ import torch
 
 from castseg.io import atomic_write_json
 from castseg.result_tables import ModelRow
-from castseg.training.distributed import is_rank_zero
+from castseg.runtime.distributed import is_rank_zero
 from castseg.training.fingerprints import as_json, run_key
 
 RUN_STATE_FORMAT = "castseg-run-state-v1"

@@ -39,7 +39,7 @@ from typing import Any
 
 from castseg.config import RunConfig
 from castseg.io import atomic_write, atomic_write_json
-from castseg.training.distributed import barrier, is_rank_zero, on_rank_zero
+from castseg.runtime.distributed import barrier, is_rank_zero, on_rank_zero
 from castseg.training.fingerprints import STORE_FORMAT, file_digest, store_key
 from castseg.training.metrics_log import METRICS_FILE
 from castseg.training.run_state import FinishedStage

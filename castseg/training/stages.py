@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from castseg.config import ExperimentConfig
-from castseg.training.compute import resolve_precision
+from castseg.runtime.compute import resolve_precision
+from castseg.runtime.inference import inference_device
 from castseg.training.experiment_data import ExperimentData
-from castseg.training.inference import inference_device
 from castseg.training.objective import StageWeights
 from castseg.training.optim import OptimSettings
 from castseg.training.pseudo_label_quality import assess_pseudo_labels

@@ -42,8 +42,8 @@ from castseg.data.samples import Sample
 from castseg.data.views import WeakView
 from castseg.interruption import Interrupted
 from castseg.io import atomic_write
+from castseg.runtime.compute import resolve_precision
 from castseg.training.batches import StageBatches
-from castseg.training.compute import resolve_precision
 from castseg.training.metrics_log import METRICS_FILE, read_log
 from castseg.training.module import CastModule
 from castseg.training.objective import StageWeights

@@ -7,7 +7,7 @@ from castseg.data.coco import CategoryMap, CocoInstanceDataset
 from castseg.evaluation.coco import evaluate_coco
 from castseg.models.checkpoints import save_checkpoint
 from castseg.models.student import build_student
-from castseg.training.evaluate import evaluate_model
+from castseg.runtime.evaluate import evaluate_model
 
 
 def test_eval_config_scores_the_teacher_as_run_builds_it(tmp_path, synthetic_world, capsys):

@@ -18,7 +18,7 @@ from castseg.data.views import ResizeView
 from castseg.evaluation.coco import encode_results
 from castseg.models.checkpoints import load_checkpoint, save_checkpoint
 from castseg.models.student import build_student
-from castseg.training.inference import predict_images
+from castseg.runtime.inference import predict_images
 
 CATEGORIES = CategoryMap(ids=(3, 7, 9), names=("cat", "dog", "bird"))
 

@@ -220,9 +220,9 @@ def test_cli_eval_checkpoint_delegates_to_training(tmp_path, capsys, monkeypatch
         calls.append((path, annotations, image_root))
         return types.SimpleNamespace(metrics=evaluate_coco([], annotations_dict()), results=[])
 
-    fake = types.ModuleType("castseg.training.evaluate")
+    fake = types.ModuleType("castseg.deploy.evaluate")
     fake.evaluate_checkpoint = fake_evaluate_checkpoint
-    monkeypatch.setitem(sys.modules, "castseg.training.evaluate", fake)
+    monkeypatch.setitem(sys.modules, "castseg.deploy.evaluate", fake)
     argv = ["eval", str(checkpoint), "--annotations", "gt.json", "--data", str(tmp_path)]
     assert main(argv) == 0
     assert calls == [(checkpoint, Path("gt.json"), tmp_path)]

@@ -23,7 +23,7 @@ from torch import nn
 
 from castseg.config import RunConfig, load_config
 from castseg.models.student import build_student
-from castseg.training.distributed import (
+from castseg.runtime.distributed import (
     all_gather_results,
     barrier,
     distributed_session,
@@ -33,7 +33,7 @@ from castseg.training.distributed import (
     on_rank_zero,
     resolve_devices,
 )
-from castseg.training.evaluate import evaluate_model
+from castseg.runtime.evaluate import evaluate_model
 from castseg.training.experiment_data import load_experiment_data
 from castseg.training.objective import StageWeights
 from castseg.training.optim import OptimSettings

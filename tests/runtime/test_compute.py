@@ -10,13 +10,13 @@ import torch
 from castseg.config import RunConfig
 from castseg.data.views import ResizeView
 from castseg.models.student import build_student
-from castseg.training.compute import (
+from castseg.runtime.compute import (
     apply_compute_settings,
     inference_autocast,
     matmul_precision,
     resolve_precision,
 )
-from castseg.training.inference import predict_images
+from castseg.runtime.inference import predict_images
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from torch import Tensor, nn
 
 from castseg.data.views import ResizeView
 from castseg.evaluation.instance_inference import instances_from_predictions
+from castseg.runtime.compute import inference_autocast, uses_cuda
 from castseg.structures import Predictions
-from castseg.training.compute import inference_autocast, uses_cuda
 
 
 def inference_device(accelerator: str = "auto") -> torch.device:

@@ -26,7 +26,7 @@ from lightning.fabric.plugins.environments import (
 )
 
 from castseg.config import RunConfig
-from castseg.training.compute import uses_cuda
+from castseg.runtime.compute import uses_cuda
 
 T = TypeVar("T")
 LAUNCH_HELP = "launch one process per device with torchrun or srun (see docs/distributed.md)"

@@ -20,12 +20,13 @@ from torch import Tensor, nn
 
 from castseg.data.coco import CategoryMap, CocoInstanceDataset
 from castseg.data.views import ResizeView
+from castseg.deploy.evaluate import evaluate_checkpoint
 from castseg.evaluation.instance_inference import instances_from_predictions
 from castseg.models.checkpoints import save_checkpoint
 from castseg.models.student import build_student
+from castseg.runtime.evaluate import evaluate_model
+from castseg.runtime.inference import predict_images
 from castseg.structures import Predictions
-from castseg.training.evaluate import evaluate_checkpoint, evaluate_model
-from castseg.training.inference import predict_images
 
 CATEGORIES = [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}, {"id": 9, "name": "bird"}]
 # Per image: (height, width) and rectangles (channel, top, bottom, left, right).

@@ -1,23 +1,20 @@
-"""COCO mask AP of a model or a saved checkpoint on a labeled COCO-format dataset."""
+"""COCO mask AP of a model on a labeled COCO-format dataset, its images sharded across ranks."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from castseg.data.coco import CategoryMap, CocoInstanceDataset
+from castseg.data.coco import CocoInstanceDataset
 from castseg.data.samples import collate_samples
 from castseg.data.views import ResizeView
-from castseg.deploy.predictor import load_deployed_model
 from castseg.evaluation.coco import CocoMetrics, encode_results, evaluate_coco
 from castseg.progress_bar import progress_bar
-from castseg.training.distributed import all_gather_results, is_rank_zero, shard_indices
-from castseg.training.inference import predict_images
+from castseg.runtime.distributed import all_gather_results, is_rank_zero, shard_indices
+from castseg.runtime.inference import predict_images
 
 
 @dataclass(frozen=True)
@@ -85,47 +82,3 @@ def evaluate_model(
     results = [r for i in range(len(dataset)) for r in shares[i % ranks][i // ranks]]
     # The records the dataset kept: records `data.on_bad_record: skip` dropped are not scored.
     return EvalResult(evaluate_coco(results, dataset.ground_truth()), results)
-
-
-def evaluate_checkpoint(
-    checkpoint: Path,
-    annotations: Path,
-    *,
-    image_root: Path | None,
-    progress: bool = True,
-    onnx: bool = False,
-) -> EvalResult:
-    """Mask AP of a saved model on the images of a COCO json, at the model's image size.
-
-    checkpoint: a castseg checkpoint, or with `onnx` a `castseg export` file run in ONNX Runtime
-    (on the CPU). The model's categories (ids and names) must be those of `annotations`.
-    """
-    if onnx:
-        deployed = load_deployed_model(onnx=checkpoint)
-    else:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        deployed = load_deployed_model(checkpoint=checkpoint, device=device)
-    dataset = CocoInstanceDataset(annotations, image_root=image_root)
-    _check_same_categories(deployed.category_map, dataset.categories, checkpoint, annotations)
-    return evaluate_model(
-        deployed.model, dataset, image_size=deployed.image_size, progress=progress
-    )
-
-
-def _check_same_categories(
-    trained: CategoryMap, annotated: CategoryMap, checkpoint: Path, annotations: Path
-) -> None:
-    if trained == annotated:
-        return
-    trained_pairs = dict(zip(trained.ids, trained.names, strict=True))
-    annotated_pairs = dict(zip(annotated.ids, annotated.names, strict=True))
-    differences = [
-        f"id {i}: {trained_pairs.get(i, '<absent>')!r} in the checkpoint, "
-        f"{annotated_pairs.get(i, '<absent>')!r} in the annotations"
-        for i in sorted(trained_pairs.keys() | annotated_pairs.keys())
-        if trained_pairs.get(i) != annotated_pairs.get(i)
-    ]
-    raise ValueError(
-        f"checkpoint {checkpoint} was trained on other categories than {annotations}: "
-        + "; ".join(differences)
-    )
