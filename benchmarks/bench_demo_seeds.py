@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from castseg.cli import main as castseg
-from castseg.training.pseudo_label_quality import read_pseudo_label_rows
+from castseg.pipeline.pseudo_label_quality import read_pseudo_label_rows
 
 ZERO_SHOT = "teacher (zero-shot)"
 ADAPTED = "teacher (CAST adapted)"

@@ -23,10 +23,10 @@ from castseg.data.synthetic import generate_world
 from castseg.demo_encoder import SHIPPED_ENCODER
 from castseg.demo_plan import FULL, demo_config
 from castseg.models.student import build_student
+from castseg.pipeline.experiment_data import load_experiment_data
+from castseg.pipeline.stages import CastStages
 from castseg.runtime.evaluate import evaluate_model
-from castseg.training.experiment_data import load_experiment_data
 from castseg.training.objective import StageWeights
-from castseg.training.stages import CastStages
 
 
 def main() -> None:

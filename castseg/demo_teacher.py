@@ -20,9 +20,9 @@ from castseg.data.synthetic import GENERATOR_VERSION, WorldSpec
 from castseg.io import atomic_write
 from castseg.models.checkpoints import load_checkpoint, save_checkpoint
 from castseg.models.student import build_student
-from castseg.training.experiment_data import ExperimentData
+from castseg.pipeline.experiment_data import ExperimentData
+from castseg.pipeline.stages import CastStages
 from castseg.training.objective import StageWeights
-from castseg.training.stages import CastStages
 from castseg.training.trainer import discard_resume_files
 
 PRETRAIN_STAGE = "teacher_source_pretrain"

@@ -35,12 +35,12 @@ from castseg.deploy.input_size import input_multiple
 from castseg.experiments.seeds import seed_config
 from castseg.io import check_output_folder
 from castseg.models.sizes import student_encoder
+from castseg.pipeline.experiment_data import ExperimentData, load_experiment_data
+from castseg.pipeline.fingerprints import run_fingerprint
+from castseg.pipeline.run_state import RUN_STATE_FILE, RunState
+from castseg.pipeline.stage_store import store_root
+from castseg.pipeline.stages import state_fingerprint
 from castseg.runtime.distributed import resolve_devices
-from castseg.training.experiment_data import ExperimentData, load_experiment_data
-from castseg.training.fingerprints import run_fingerprint
-from castseg.training.run_state import RUN_STATE_FILE, RunState
-from castseg.training.stage_store import store_root
-from castseg.training.stages import state_fingerprint
 
 
 class PreflightWarning(UserWarning):

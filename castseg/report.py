@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from castseg.io import atomic_write
+from castseg.pipeline.stage_table import REFINE, STAGES, SUPERVISED_BASELINE
 from castseg.report_figures import plot_ap, plot_losses, plot_monitors
 from castseg.result_tables import (
     ModelRow,
@@ -28,7 +29,6 @@ from castseg.result_tables import (
     format_table,
 )
 from castseg.training.metrics_log import metrics_file, read_metrics_csv
-from castseg.training.stage_table import REFINE, STAGES, SUPERVISED_BASELINE
 
 # What each results-table row is, for the report's opening sentences (from the stage table).
 ROW_DESCRIPTIONS = {stage.row: stage.description for stage in STAGES if stage.row is not None}

@@ -12,7 +12,15 @@ import pytest
 from castseg.cli import build_parser, main
 from castseg.commands import COMMANDS
 
-HEAVY = ("torch", "lightning", "transformers", "onnxruntime", "castseg.training")
+HEAVY = (
+    "torch",
+    "lightning",
+    "transformers",
+    "onnxruntime",
+    "castseg.training",
+    "castseg.pipeline",
+    "castseg.runtime",
+)
 LIGHT_COMMANDS = sorted(COMMANDS)
 
 

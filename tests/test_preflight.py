@@ -16,10 +16,10 @@ from castseg.config import load_config
 from castseg.data.coco import CategoryMap
 from castseg.models.checkpoints import load_checkpoint, save_checkpoint
 from castseg.models.student import build_student
+from castseg.pipeline.fingerprints import run_fingerprint
+from castseg.pipeline.run_state import RUN_STATE_FILE, FinishedStage, RunState
+from castseg.pipeline.stages import state_fingerprint
 from castseg.preflight import PreflightWarning
-from castseg.training.fingerprints import run_fingerprint
-from castseg.training.run_state import RUN_STATE_FILE, FinishedStage, RunState
-from castseg.training.stages import state_fingerprint
 
 
 @pytest.fixture(autouse=True)

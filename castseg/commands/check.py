@@ -21,7 +21,7 @@ from castseg.commands import COMMANDS, add_override_argument, add_seeds_argument
 
 if TYPE_CHECKING:
     from castseg.config import ExperimentConfig
-    from castseg.training.experiment_data import ExperimentData
+    from castseg.pipeline.experiment_data import ExperimentData
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
 def plan(cfg: ExperimentConfig, data: ExperimentData, *, baseline: bool) -> list[tuple[str, str]]:
     """(stage, what it does) for every step of `castseg run`, as `CastPipeline.run` orders them."""
-    from castseg.training.stage_table import (
+    from castseg.pipeline.stage_table import (
         DISTILL,
         REFINE,
         STAGES,

@@ -42,10 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from castseg.demo_encoder import source_encoder
     from castseg.demo_plan import FULL, SMOKE, STAND_IN, demo_config
     from castseg.demo_teacher import source_teacher
+    from castseg.pipeline.experiment_data import load_experiment_data
+    from castseg.pipeline.pipeline import CastPipeline
     from castseg.result_tables import format_console_table, format_pseudo_label_console
     from castseg.runtime.compute import apply_compute_settings
-    from castseg.training.experiment_data import load_experiment_data
-    from castseg.training.pipeline import CastPipeline
 
     plan = SMOKE if args.smoke else FULL
     progress = not args.no_progress

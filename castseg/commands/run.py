@@ -47,11 +47,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here: `castseg run --help` must not wait for torch, Lightning and transformers.
     from castseg.config import load_config
+    from castseg.pipeline.pipeline import CastPipeline
     from castseg.preflight import MODEL_CHECKS, SETUP_CHECKS, Preflight
     from castseg.result_tables import format_console_table, format_pseudo_label_console
     from castseg.runtime.compute import apply_compute_settings
     from castseg.runtime.distributed import distributed_session, is_rank_zero
-    from castseg.training.pipeline import CastPipeline
 
     progress = not args.no_progress
     cfg = load_config(args.config, args.overrides)

@@ -5,7 +5,7 @@ Defaults are the paper's (CAST, appendix B Table 8, appendix D, Table 4). Every 
 `castseg.config.loading` checks on reading; what depends on several keys is checked by
 `castseg.config.consistency`.
 
-What a key affects decides which fingerprints hold it (`castseg.training.fingerprints`):
+What a key affects decides which fingerprints hold it (`castseg.pipeline.fingerprints`):
 
     "none"       no number: where and how often the run writes, how many loader processes it
                  uses, when it gives up; in no fingerprint

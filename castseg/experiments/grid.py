@@ -2,7 +2,7 @@
 
 Variant v runs into `<run.out_dir>/<v's folder>/seed_<k>/` (`castseg.experiments.seeds`), with
 its own `summary.md`. All variants share the store of the top folder's config
-(`castseg.training.stage_store`), so variants that change only student settings share one
+(`castseg.pipeline.stage_store`), so variants that change only student settings share one
 teacher adaptation per seed. `ablation.md` and `ablation.json` hold a row per variant: the
 refined student's maskAP and AP50 (and its maskAP after knowledge transfer) as mean ± std over
 the seeds, plus the adapted teacher's when the variants do not all share their teacher.
@@ -19,18 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from castseg.config import ConfigError, ExperimentConfig, config_to_dict
-from castseg.experiments.results import RunResults
 from castseg.experiments.seeds import run_seeds
 from castseg.experiments.summary import Spread, find_row, summarise
 from castseg.experiments.variants import Axis, Variant, grid_variants, variant_configs
 from castseg.io import atomic_write_json, atomic_write_text
 from castseg.models.teachers import build_teacher
+from castseg.pipeline.experiment_data import ExperimentData, load_experiment_data
+from castseg.pipeline.fingerprints import store_key, teacher_stage_fingerprint
+from castseg.pipeline.results import RunResults
+from castseg.pipeline.stage_store import store_root
+from castseg.pipeline.stage_table import DISTILL, REFINE, TEACHER_SELFTRAIN
 from castseg.result_tables import markdown_row
 from castseg.runtime.distributed import is_rank_zero
-from castseg.training.experiment_data import ExperimentData, load_experiment_data
-from castseg.training.fingerprints import store_key, teacher_stage_fingerprint
-from castseg.training.stage_store import store_root
-from castseg.training.stage_table import DISTILL, REFINE, TEACHER_SELFTRAIN
 
 STUDENT_ROW, TRANSFER_ROW, TEACHER_ROW = REFINE.row, DISTILL.row, TEACHER_SELFTRAIN.row
 ABLATION_FORMAT = "castseg-ablation-v1"

@@ -16,15 +16,15 @@ from typing import Literal
 from torch import nn
 
 from castseg.config import ExperimentConfig
-from castseg.experiments.results import RESULTS_FILE, RunResults, read_results
 from castseg.experiments.summary import write_summary
+from castseg.pipeline.experiment_data import ExperimentData
+from castseg.pipeline.fingerprints import as_json, run_fingerprint
+from castseg.pipeline.pipeline import CastPipeline
+from castseg.pipeline.results import RESULTS_FILE, RunResults, read_results
+from castseg.pipeline.stage_store import store_root
+from castseg.pipeline.stage_table import TEACHER_SELFTRAIN
+from castseg.pipeline.stages import state_fingerprint
 from castseg.runtime.distributed import is_rank_zero
-from castseg.training.experiment_data import ExperimentData
-from castseg.training.fingerprints import as_json, run_fingerprint
-from castseg.training.pipeline import CastPipeline
-from castseg.training.stage_store import store_root
-from castseg.training.stage_table import TEACHER_SELFTRAIN
-from castseg.training.stages import state_fingerprint
 
 
 def seed_config(cfg: ExperimentConfig, seed: int, out_dir: str | Path) -> ExperimentConfig:

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from castseg.experiments.results import RunResults
 from castseg.io import atomic_write_json, atomic_write_text
+from castseg.pipeline.results import RunResults
 from castseg.report_figures import LOSS_KEYS
 from castseg.result_tables import markdown_row
 from castseg.training.metrics_log import METRICS_FILE, read_metrics_csv

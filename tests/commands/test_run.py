@@ -348,7 +348,7 @@ def test_ctrl_c_outside_a_training_step_names_the_stage(
     def pressed_during_evaluation(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr("castseg.training.pipeline.evaluate_model", pressed_during_evaluation)
+    monkeypatch.setattr("castseg.pipeline.pipeline.evaluate_model", pressed_during_evaluation)
     assert main(["run", str(config), "--no-progress", *FAST]) == 130
     assert capsys.readouterr().err.strip() == (
         "castseg run: interrupted during stage teacher_zero_shot; rerun the same command to resume"

@@ -54,7 +54,7 @@ from castseg.config import DataConfig
 from castseg.data.coco import CocoInstanceDataset, UnlabeledImageDataset
 from castseg.data.samples import collate_samples
 from castseg.data.validation import BadRecordError, BadRecordWarning
-from castseg.training.experiment_data import load_experiment_data
+from castseg.pipeline.experiment_data import load_experiment_data
 
 H, W = 24, 32
 FILES = {1: "a.png", 2: "b.png", 3: "c.jpg"}

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from matplotlib.container import BarContainer
 
-from castseg.experiments.results import read_results, write_results
 from castseg.experiments.summary import (
     Spread,
     ap_spread_figure,
@@ -17,6 +16,7 @@ from castseg.experiments.summary import (
     summarise,
     write_summary,
 )
+from castseg.pipeline.results import read_results, write_results
 from castseg.result_tables import ModelRow
 
 

@@ -10,7 +10,7 @@ import yaml
 from castseg.cli import main
 from castseg.models.checkpoints import load_checkpoint
 from castseg.models.teachers.grounded_sam2 import GroundedSAM2Teacher
-from castseg.training.pseudo_labels import PseudoLabelCache
+from castseg.pipeline.pseudo_labels import PseudoLabelCache
 
 SMOKE = [
     "--set", "teacher.finetune_iters=1",

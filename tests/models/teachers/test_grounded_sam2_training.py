@@ -9,12 +9,12 @@ from castseg.data.coco import UnlabeledImageDataset
 from castseg.data.synthetic import render_scene
 from castseg.models.teachers.grounded_sam2 import GroundedSAM2Teacher
 from castseg.models.teachers.grounded_sam2_parts import DEFAULT_TRAINABLE, part_of
+from castseg.pipeline.pseudo_labels import generate_pseudo_labels
 from castseg.structures import Instances
 from castseg.training.batches import ViewBatch
 from castseg.training.module import CastModule
 from castseg.training.objective import StageWeights
 from castseg.training.optim import OptimSettings
-from castseg.training.pseudo_labels import generate_pseudo_labels
 
 CLASSES = ["person", "motorcycle", "traffic_light"]
 

@@ -19,17 +19,17 @@ from castseg.cli import main
 from castseg.data.coco import CategoryMap, CocoInstanceDataset, UnlabeledImageDataset
 from castseg.models.checkpoints import save_checkpoint
 from castseg.models.student import build_student
-from castseg.result_tables import PseudoLabelRow
-from castseg.structures import Instances
-from castseg.training.pseudo_label_files import PSEUDO_LABEL_FORMAT, encode_record
-from castseg.training.pseudo_label_quality import (
+from castseg.pipeline.pseudo_label_files import PSEUDO_LABEL_FORMAT, encode_record
+from castseg.pipeline.pseudo_label_quality import (
     WeakPseudoLabelsError,
     assess_pseudo_labels,
     labeled_density,
     read_pseudo_label_rows,
     save_pseudo_label_samples,
 )
-from castseg.training.pseudo_labels import PseudoLabelCache
+from castseg.pipeline.pseudo_labels import PseudoLabelCache
+from castseg.result_tables import PseudoLabelRow
+from castseg.structures import Instances
 
 NUM_CLASSES = 5
 

@@ -12,8 +12,8 @@ import pytest
 
 from castseg.config import ExperimentConfig, config_from_dict, config_to_dict
 from castseg.config.schema import Affects
-from castseg.training.fingerprints import run_fingerprint, store_key, teacher_stage_fingerprint
-from castseg.training.run_state import RunState
+from castseg.pipeline.fingerprints import run_fingerprint, store_key, teacher_stage_fingerprint
+from castseg.pipeline.run_state import RunState
 
 BASE = {"data": {"labeled_annotations": "train.json", "image_size": [56, 56]}}
 FULL = {

@@ -17,14 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from castseg.config import ExperimentConfig
-from castseg.runtime.compute import resolve_precision
-from castseg.runtime.inference import inference_device
-from castseg.training.experiment_data import ExperimentData
-from castseg.training.objective import StageWeights
-from castseg.training.optim import OptimSettings
-from castseg.training.pseudo_label_quality import assess_pseudo_labels
-from castseg.training.pseudo_labels import PseudoLabeledDataset, generate_pseudo_labels
-from castseg.training.stage_table import (
+from castseg.pipeline.experiment_data import ExperimentData
+from castseg.pipeline.pseudo_label_quality import assess_pseudo_labels
+from castseg.pipeline.pseudo_labels import PseudoLabeledDataset, generate_pseudo_labels
+from castseg.pipeline.stage_table import (
     DISTILL,
     REFINE,
     TEACHER_FINETUNE,
@@ -32,6 +28,10 @@ from castseg.training.stage_table import (
     Stage,
     pseudo_label_teacher,
 )
+from castseg.runtime.compute import resolve_precision
+from castseg.runtime.inference import inference_device
+from castseg.training.objective import StageWeights
+from castseg.training.optim import OptimSettings
 from castseg.training.trainer import StageRun, train_stage
 
 

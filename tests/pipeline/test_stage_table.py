@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import castseg
-from castseg.training.stage_table import (
+from castseg.pipeline.stage_table import (
     PSEUDO_LABEL_PREFIX,
     STAGES,
     TEACHER_FINETUNE,
@@ -47,7 +47,7 @@ def test_pseudo_label_caches_keep_their_names():
 
 def test_no_other_module_spells_a_stage_name():
     package = Path(castseg.__file__).parent
-    table = package / "training" / "stage_table.py"
+    table = package / "pipeline" / "stage_table.py"
     for path in sorted(package.rglob("*.py")):
         if path == table:
             continue

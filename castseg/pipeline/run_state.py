@@ -9,11 +9,11 @@
                             "skipped_steps": 0, "wall_s": 812.3, "rows": []},
                 ...}}
 
-Stages are named as in `castseg.training.stage_table`. A stage's checkpoint is relative to the
+Stages are named as in `castseg.pipeline.stage_table`. A stage's checkpoint is relative to the
 run folder (null when the stage changes no weights, e.g. an evaluation) and its rows are the
 results-table rows it produced (AP as null when undefined).
 
-The fingerprint is what the run's results depend on (`castseg.training.fingerprints`): the
+The fingerprint is what the run's results depend on (`castseg.pipeline.fingerprints`): the
 config without the keys that declare they affect "none" (where the run writes, how often it logs
 and checkpoints, when it gives up on non-finite losses, how many loader processes it uses, where
 the shared stage store lies: none of them changes a number) or are "resumable", and the teacher's
@@ -36,9 +36,9 @@ from typing import Any
 import torch
 
 from castseg.io import atomic_write_json
+from castseg.pipeline.fingerprints import as_json, run_key
 from castseg.result_tables import ModelRow
 from castseg.runtime.distributed import is_rank_zero
-from castseg.training.fingerprints import as_json, run_key
 
 RUN_STATE_FORMAT = "castseg-run-state-v1"
 RUN_STATE_FILE = "run_state.json"

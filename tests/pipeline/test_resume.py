@@ -16,16 +16,16 @@ from torch import nn
 from castseg.config import config_from_dict
 from castseg.data.coco import CocoInstanceDataset
 from castseg.models.student import build_student
-from castseg.result_tables import ModelRow
-from castseg.training.fingerprints import run_fingerprint
-from castseg.training.objective import StageWeights
-from castseg.training.optim import OptimSettings
-from castseg.training.run_state import (
+from castseg.pipeline.fingerprints import run_fingerprint
+from castseg.pipeline.run_state import (
     RUN_STATE_FILE,
     FinishedStage,
     RunState,
     RunStateMismatchError,
 )
+from castseg.result_tables import ModelRow
+from castseg.training.objective import StageWeights
+from castseg.training.optim import OptimSettings
 from castseg.training.trainer import (
     NonFiniteLossError,
     StageCheckpoint,

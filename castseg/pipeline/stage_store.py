@@ -3,7 +3,7 @@
 The teacher stages (zero-shot evaluation, fine-tuning, self-training) and the adapted teacher's
 pseudo-labels depend only on the data, the teacher, the seed and the stage-1 loss and
 contrastive settings (`ExperimentConfig.teacher_contrastive`). `teacher_stage_fingerprint`
-(`castseg.training.fingerprints`, from what each config key declares it affects) digests exactly
+(`castseg.pipeline.fingerprints`, from what each config key declares it affects) digests exactly
 those (plus how the run computes: precision, float32 matmul precision,
 devices, evaluation top-k, the castseg version), so two runs that differ only in student
 settings (or λ_semi, which stage 1 does not use) share them. Layout under `run.stage_store`
@@ -39,11 +39,11 @@ from typing import Any
 
 from castseg.config import RunConfig
 from castseg.io import atomic_write, atomic_write_json
+from castseg.pipeline.fingerprints import STORE_FORMAT, file_digest, store_key
+from castseg.pipeline.run_state import FinishedStage
+from castseg.pipeline.stage_table import TEACHER_SELFTRAIN, TEACHER_STAGES
 from castseg.runtime.distributed import barrier, is_rank_zero, on_rank_zero
-from castseg.training.fingerprints import STORE_FORMAT, file_digest, store_key
 from castseg.training.metrics_log import METRICS_FILE
-from castseg.training.run_state import FinishedStage
-from castseg.training.stage_table import TEACHER_SELFTRAIN, TEACHER_STAGES
 
 TEACHER_PART = "teacher_adaptation"
 PSEUDO_LABEL_PART = "pseudo_labels"

@@ -23,6 +23,9 @@ from torch import nn
 
 from castseg.config import RunConfig, load_config
 from castseg.models.student import build_student
+from castseg.pipeline.experiment_data import load_experiment_data
+from castseg.pipeline.pseudo_labels import generate_pseudo_labels
+from castseg.pipeline.stages import state_fingerprint
 from castseg.runtime.distributed import (
     all_gather_results,
     barrier,
@@ -34,11 +37,8 @@ from castseg.runtime.distributed import (
     resolve_devices,
 )
 from castseg.runtime.evaluate import evaluate_model
-from castseg.training.experiment_data import load_experiment_data
 from castseg.training.objective import StageWeights
 from castseg.training.optim import OptimSettings
-from castseg.training.pseudo_labels import generate_pseudo_labels
-from castseg.training.stages import state_fingerprint
 from castseg.training.trainer import train_stage
 
 IMAGE_SIZE = (56, 56)

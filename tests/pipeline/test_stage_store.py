@@ -12,8 +12,8 @@ import torch
 from castseg.cli import main
 from castseg.config import apply_overrides, load_config
 from castseg.models.checkpoints import load_checkpoint
-from castseg.training.fingerprints import store_key, teacher_stage_fingerprint
-from castseg.training.stage_store import StageStore, StageStoreWarning
+from castseg.pipeline.fingerprints import store_key, teacher_stage_fingerprint
+from castseg.pipeline.stage_store import StageStore, StageStoreWarning
 
 
 def key_of(config, *overrides):

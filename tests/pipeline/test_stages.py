@@ -7,8 +7,8 @@ import pytest
 from torch import nn
 
 from castseg.config import apply_overrides, config_from_dict
-from castseg.training import stages
-from castseg.training.stages import CastStages
+from castseg.pipeline import stages
+from castseg.pipeline.stages import CastStages
 from castseg.training.trainer import StageRun
 
 

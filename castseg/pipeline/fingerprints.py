@@ -2,10 +2,10 @@
 
 Every config key declares what it affects (`castseg.config.schema`). From that:
 
-- `run_fingerprint`, kept in the run state (`castseg.training.run_state`): the config without
+- `run_fingerprint`, kept in the run state (`castseg.pipeline.run_state`): the config without
   the "none" and "resumable" keys, and the teacher's initial weights. Its key (`run_key`, 16 hex
   digits) names the run in its resumable checkpoints.
-- `teacher_stage_fingerprint`, of the shared stage store (`castseg.training.stage_store`): the
+- `teacher_stage_fingerprint`, of the shared stage store (`castseg.pipeline.stage_store`): the
   keys that change teacher adaptation ("all"), stage 1's L_pxl settings however they are written
   ("l_pxl", as `ExperimentConfig.teacher_contrastive`), the teacher's initial weights, the data
   files by content and the castseg version. Its key (`store_key`, 24 hex digits) names the

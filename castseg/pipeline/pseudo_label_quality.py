@@ -21,11 +21,11 @@ from castseg.data.coco import (
 )
 from castseg.evaluation.coco import evaluate_coco
 from castseg.io import atomic_write
+from castseg.pipeline.pseudo_label_files import read_cache_file
+from castseg.pipeline.pseudo_labels import PseudoLabelCache
+from castseg.pipeline.stage_table import PSEUDO_LABEL_PREFIX, pseudo_label_teacher
 from castseg.result_tables import PseudoLabelRow
 from castseg.runtime.distributed import is_rank_zero
-from castseg.training.pseudo_label_files import read_cache_file
-from castseg.training.pseudo_labels import PseudoLabelCache
-from castseg.training.stage_table import PSEUDO_LABEL_PREFIX, pseudo_label_teacher
 from castseg.viz import save_prediction_grid
 
 # Pseudo-labels with fewer or more instances per image than these multiples of the labeled set's

@@ -33,8 +33,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from castseg.data.samples import Sample
+from castseg.pipeline.fingerprints import as_json
 from castseg.structures import Instances
-from castseg.training.fingerprints import as_json
 
 PSEUDO_LABEL_FORMAT = "castseg-pseudo-labels-v1"
 _DECIMALS = 6  # scores and probabilities: float32 digits beyond this only grow the file

@@ -24,13 +24,13 @@ from torch import Tensor, nn
 from castseg.data.coco import UnlabeledImageDataset
 from castseg.data.validation import BadRecordWarning
 from castseg.interruption import Interrupted, sigint_interrupts
-from castseg.structures import Predictions
-from castseg.training.pseudo_labels import (
+from castseg.pipeline.pseudo_labels import (
     PseudoLabelCache,
     PseudoLabeledDataset,
     generate_pseudo_labels,
     partial_path,
 )
+from castseg.structures import Predictions
 
 SIZE = (56, 56)
 CLASS_LOGITS = torch.tensor(

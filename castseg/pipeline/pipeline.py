@@ -1,10 +1,10 @@
 """The whole CAST pipeline on one experiment: stages, evaluation, checkpoints, report, resume.
 
-A run is a sequence of stages (`castseg.training.stage_table`). Each one, once done, is recorded
-in the run state (`castseg.training.run_state`) with its model checkpoint and its rows of the
+A run is a sequence of stages (`castseg.pipeline.stage_table`). Each one, once done, is recorded
+in the run state (`castseg.pipeline.run_state`) with its model checkpoint and its rows of the
 results table.
 
-The results table also goes to `results.json` (`castseg.experiments.results`) for summaries.
+The results table also goes to `results.json` (`castseg.pipeline.results`) for summaries.
 
 A rerun into the same folder skips the finished stages, loading their weights where a later
 stage needs them, and resumes an interrupted stage from its last checkpoint (`train_stage`).
@@ -12,7 +12,7 @@ Wall times are those of the run that finished each stage (of a resumed one, its 
 
 With `run.stage_store` set (the default), the teacher stages and the adapted teacher's
 pseudo-labels come from the shared stage store when an earlier run computed them from the same
-inputs, and go there otherwise (`castseg.training.stage_store`).
+inputs, and go there otherwise (`castseg.pipeline.stage_store`).
 """
 
 from __future__ import annotations
@@ -27,30 +27,23 @@ import lightning as L
 from torch import nn
 
 from castseg.config import ExperimentConfig, config_to_dict
-from castseg.experiments.results import write_results
 from castseg.interruption import Interrupted
 from castseg.models.checkpoints import load_checkpoint, save_checkpoint
 from castseg.models.sizes import student_encoder
 from castseg.models.student import build_student
-from castseg.report import CAST_STUDENT, narrative, write_report
-from castseg.result_tables import ModelRow, PseudoLabelRow
-from castseg.runtime.compute import apply_compute_settings, resolve_precision
-from castseg.runtime.distributed import barrier, is_rank_zero
-from castseg.runtime.evaluate import evaluate_model
-from castseg.runtime.inference import inference_device
-from castseg.training.experiment_data import ExperimentData
-from castseg.training.fingerprints import run_fingerprint, teacher_stage_fingerprint
-from castseg.training.objective import StageWeights
-from castseg.training.prediction_samples import save_validation_samples
-from castseg.training.pseudo_label_quality import read_pseudo_label_rows, save_pseudo_label_samples
-from castseg.training.run_state import RUN_STATE_FILE, FinishedStage, RunState
-from castseg.training.stage_store import (
+from castseg.pipeline.experiment_data import ExperimentData
+from castseg.pipeline.fingerprints import run_fingerprint, teacher_stage_fingerprint
+from castseg.pipeline.prediction_samples import save_validation_samples
+from castseg.pipeline.pseudo_label_quality import read_pseudo_label_rows, save_pseudo_label_samples
+from castseg.pipeline.results import write_results
+from castseg.pipeline.run_state import RUN_STATE_FILE, FinishedStage, RunState
+from castseg.pipeline.stage_store import (
     ADAPTED_PSEUDO_LABELS,
     SharedTeacherStages,
     StageStore,
     store_root,
 )
-from castseg.training.stage_table import (
+from castseg.pipeline.stage_table import (
     DISTILL,
     PSEUDO_LABEL_PREFIX,
     REFINE,
@@ -62,7 +55,14 @@ from castseg.training.stage_table import (
     TEACHER_ZERO_SHOT,
     Stage,
 )
-from castseg.training.stages import CastStages, state_fingerprint
+from castseg.pipeline.stages import CastStages, state_fingerprint
+from castseg.report import CAST_STUDENT, narrative, write_report
+from castseg.result_tables import ModelRow, PseudoLabelRow
+from castseg.runtime.compute import apply_compute_settings, resolve_precision
+from castseg.runtime.distributed import barrier, is_rank_zero
+from castseg.runtime.evaluate import evaluate_model
+from castseg.runtime.inference import inference_device
+from castseg.training.objective import StageWeights
 from castseg.training.trainer import StageRun, discard_resume_files
 
 

@@ -1,7 +1,7 @@
 """The pseudo-label cache: a frozen teacher labels each unlabeled image once, on disk.
 
 `generate_pseudo_labels` writes the cache (file layout, partial files and merge in
-`castseg.training.pseudo_label_files`), sharded across ranks under a process group;
+`castseg.pipeline.pseudo_label_files`), sharded across ranks under a process group;
 `PseudoLabelCache` reads a complete cache and `PseudoLabeledDataset` pairs it with its images.
 """
 
@@ -27,6 +27,16 @@ from castseg.data.samples import ImageRecord, Sample, collate_samples
 from castseg.data.views import ResizeView
 from castseg.interruption import Interrupted
 from castseg.losses.pseudo_labels import filter_pseudo_labels
+from castseg.pipeline.pseudo_label_files import (
+    PSEUDO_LABEL_FORMAT,
+    check_matches,
+    encode_record,
+    merge_partials,
+    normalise,
+    partial_path,
+    read_cache_file,
+    read_partials,
+)
 from castseg.progress_bar import progress_bar
 from castseg.runtime.distributed import (
     all_gather_results,
@@ -38,16 +48,6 @@ from castseg.runtime.distributed import (
 )
 from castseg.runtime.inference import predict_images
 from castseg.structures import Instances
-from castseg.training.pseudo_label_files import (
-    PSEUDO_LABEL_FORMAT,
-    check_matches,
-    encode_record,
-    merge_partials,
-    normalise,
-    partial_path,
-    read_cache_file,
-    read_partials,
-)
 
 __all__ = [
     "PseudoLabelCache",

@@ -6,7 +6,7 @@
                "wall_s": 4.2, "per_class": {...}}, ...]}
 
 AP is in percent, null where undefined (no validation set). The fingerprint (config minus the
-neutral keys, initial teacher weights; `castseg.training.run_state`) tells a rerun whether the
+neutral keys, initial teacher weights; `castseg.pipeline.run_state`) tells a rerun whether the
 run is the one it would make.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from castseg.io import atomic_write_json
+from castseg.pipeline.run_state import row_from_json, row_to_json
 from castseg.result_tables import ModelRow
-from castseg.training.run_state import row_from_json, row_to_json
 
 RESULTS_FORMAT = "castseg-results-v1"
 RESULTS_FILE = "results.json"
