@@ -17,6 +17,7 @@ $(BIN)/castseg: pyproject.toml
 test: setup
 	$(BIN)/ruff check castseg tests benchmarks scripts
 	$(BIN)/ruff format --check castseg tests benchmarks scripts
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 	$(MAKE) --no-print-directory test-floor
 
