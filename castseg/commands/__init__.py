@@ -1,7 +1,8 @@
 """Sub-commands of the `castseg` command line; each module has `add_parser` and `run`.
 
 A command module imports only argparse-level code at module level and its heavy dependencies
-(torch, Lightning, transformers, castseg.training) inside `run`, so that its `--help` is instant.
+(torch, Lightning, transformers, castseg.training, castseg.pipeline) inside `run`, so that its
+`--help` is instant.
 """
 
 import argparse
