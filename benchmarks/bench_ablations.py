@@ -3,7 +3,7 @@
     python benchmarks/bench_ablations.py --out runs/bench_ablations [--seeds 0,1,2]
         [--only lambda_pxl,refine,sharing,sampler]
 
-The world is the demo's (same seed, 112 × 112, the shipped source-pretrained stand-in teacher)
+The world is the demo's (same seed, 112 × 112, the shipped stand-in teacher)
 with fewer target images and far fewer steps than `castseg demo` (`SCALE`), so that the grids
 fit a shared 2-core CPU. Every grid is one `castseg ablate` into --out/<grid>, all sharing one
 stage store, so a teacher adaptation that two grids have in common runs once. `sharing` times
@@ -23,15 +23,20 @@ from castseg.cli import main
 from castseg.config import config_from_dict, config_to_dict, save_config
 from castseg.data.coco import CategoryMap
 from castseg.data.synthetic import generate_world
-from castseg.demo_encoder import source_encoder
+from castseg.demo_encoder import stand_in_encoder
 from castseg.demo_plan import FULL, DemoPlan, demo_config
-from castseg.demo_teacher import source_teacher
+from castseg.demo_teacher import stand_in_teacher
 from castseg.models.checkpoints import save_checkpoint
 
-# The demo's world and stand-in teacher (source_train as in the demo, so the shipped teacher
-# applies), fewer target images, and every stage shortened.
+# The demo's world and stand-ins (source_train and broad_train as in the demo, so the shipped ones
+# apply), fewer target images, and every stage shortened.
 SCALE = DemoPlan(
-    counts={"source_train": FULL.counts["source_train"], "target_train": 64, "target_val": 24},
+    counts={
+        "source_train": FULL.counts["source_train"],
+        "broad_train": FULL.counts["broad_train"],
+        "target_train": 64,
+        "target_val": 24,
+    },
     labeled=8,
     teacher=FULL.teacher,
     encoder=FULL.encoder,
@@ -78,8 +83,8 @@ def prepare(out: Path) -> Path:
     students start from it), and a config that uses them."""
     world = generate_world(out / "world", SCALE.world)
     cfg = demo_config(out, world, SCALE, [])
-    encoder = source_encoder(SCALE.encoder, SCALE.world, world, cfg, out, progress=False)
-    teacher = source_teacher(SCALE.teacher, SCALE.world, world, cfg, out, progress=False)
+    encoder = stand_in_encoder(SCALE.encoder, SCALE.world, world, cfg, out, progress=False)
+    teacher = stand_in_teacher(SCALE.teacher, SCALE.world, world, cfg, out, progress=False)
     checkpoint = save_checkpoint(
         out / "teacher_source_checkpoint.pt",
         teacher,

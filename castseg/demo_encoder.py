@@ -23,7 +23,7 @@ from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model
 
 from castseg.config import ExperimentConfig
 from castseg.data.synthetic import WorldSpec
-from castseg.demo_teacher import TeacherRecipe, pretrain_on_source
+from castseg.demo_teacher import TeacherRecipe, pretrain_stand_in
 from castseg.models.encoder import IMAGENET_MEAN, IMAGENET_STD
 from castseg.models.student import Student
 from castseg.training.trainer import discard_resume_files
@@ -88,7 +88,7 @@ def folder_fingerprint(folder: Path) -> dict | None:
         return None
 
 
-def source_encoder(
+def stand_in_encoder(
     recipe: TeacherRecipe,
     world_spec: WorldSpec,
     world: dict[str, Path],
@@ -103,10 +103,10 @@ def source_encoder(
     cache = out_dir / ENCODER_FOLDER
     for path, where in ((cache, "cached in"), (SHIPPED_ENCODER, "shipped as")):
         if folder_fingerprint(path) == fingerprint:
-            print(f"Using the source-pretrained stand-in encoder {where} {path}")
+            print(f"Using the pretrained stand-in encoder {where} {path}")
             return path
     print(
-        f"Pretraining the stand-in encoder on the source domain ({recipe.steps} steps); "
+        f"Pretraining the stand-in encoder on {recipe.split} ({recipe.steps} steps); "
         f"it is cached in {cache} for the next run"
     )
     return pretrain_encoder(recipe, world_spec, world, cfg, out_dir, progress=progress)
@@ -122,8 +122,8 @@ def pretrain_encoder(
     progress: bool = True,
 ) -> Path:
     """Pretrain the encoder by `recipe` on the source domain into out_dir/demo_encoder."""
-    model = pretrain_on_source(
-        recipe, world["source_train"], cfg, out_dir, stage=ENCODER_STAGE, progress=progress
+    model = pretrain_stand_in(
+        recipe, world[recipe.split], cfg, out_dir, stage=ENCODER_STAGE, progress=progress
     )
     folder = save_dinov2_folder(
         model, out_dir / ENCODER_FOLDER, world_spec.image_size[0], recipe.fingerprint(world_spec)

@@ -14,9 +14,11 @@ from castseg.demo_teacher import TeacherRecipe
 
 STAND_IN = (
     "The demo's teacher is a stand-in for MM-Grounding-DINO + SAM2: a larger castseg model "
-    "pretrained on the synthetic *source* domain only, never on the target domain. The "
-    "student's encoder (for the CAST student and the supervised-only one alike) stands in for "
-    "DINOv2: a tiny encoder pretrained on the source domain only."
+    "pretrained with labels on the synthetic world's *broad* domain (appearances spread between "
+    "the source and the target domain, never a target image), as a foundation model is "
+    "pretrained on varied data but not on your dataset. The student's encoder (for the CAST "
+    "student and the supervised-only one alike) stands in for DINOv2: the encoder of a tiny "
+    "model pretrained on the *source* domain only."
 )
 
 
@@ -37,15 +39,15 @@ class DemoPlan:
 
 
 FULL = DemoPlan(
-    counts={"source_train": 240, "target_train": 240, "target_val": 60},
+    counts={"source_train": 240, "broad_train": 480, "target_train": 240, "target_val": 60},
     labeled=24,
-    teacher=TeacherRecipe(),
+    teacher=TeacherRecipe(split="broad_train"),
     encoder=encoder_recipe(),
 )
 SMOKE = DemoPlan(
-    counts={"source_train": 12, "target_train": 12, "target_val": 4},
+    counts={"source_train": 12, "broad_train": 12, "target_train": 12, "target_val": 4},
     labeled=4,
-    teacher=TeacherRecipe(steps=2, batch_size=2),
+    teacher=TeacherRecipe(steps=2, batch_size=2, split="broad_train"),
     encoder=TeacherRecipe(size="tiny", steps=2, batch_size=2),
     overrides=(
         "teacher.finetune_iters=2",

@@ -1,7 +1,8 @@
-"""The demo's stand-in foundation model: a `small` castseg model pretrained on the source domain.
+"""The demo's stand-in foundation model: a `small` castseg model pretrained on the broad domain.
 
-It stands in for MM-Grounding-DINO + SAM2 in `castseg demo`: larger than the student and never
-trained on the target domain. A copy pretrained by `scripts/make_demo_teacher.py` ships in
+It stands in for MM-Grounding-DINO + SAM2 in `castseg demo`: larger than the student, pretrained
+on varied data (the world's `broad` domain, appearances between source and target) and never
+trained on a target image. A copy pretrained by `scripts/make_demo_teacher.py` ships in
 castseg/assets/ (weights in float16); when the recipe or the world differ from the shipped one,
 the demo pretrains it on first use and caches it in its run folder.
 """
@@ -32,12 +33,14 @@ SHIPPED_TEACHER = Path(__file__).parent / "assets" / "demo_teacher.pt"
 
 @dataclass(frozen=True)
 class TeacherRecipe:
-    """How a stand-in is pretrained on the source domain: architecture, steps, batch size, seed."""
+    """How a stand-in is pretrained: architecture, steps, batch size, seed, and the world split
+    it is trained on (never a target split)."""
 
     size: str = "small"
     steps: int = 1600
     batch_size: int = 8
     seed: int = 0
+    split: str = "source_train"
 
     def fingerprint(self, world: WorldSpec) -> dict:
         """Everything the pretrained weights depend on, independent of where files live."""
@@ -47,33 +50,33 @@ class TeacherRecipe:
                 "generator": GENERATOR_VERSION,
                 "seed": world.seed,
                 "image_size": list(world.image_size),
-                "source_train": world.counts["source_train"],
+                self.split: world.counts[self.split],
             },
         }
 
 
-def pretrain_on_source(
+def pretrain_stand_in(
     recipe: TeacherRecipe,
-    source_annotations: Path,
+    annotations: Path,
     cfg: ExperimentConfig,
     out_dir: Path,
     *,
     stage: str = PRETRAIN_STAGE,
     progress: bool = True,
 ) -> nn.Module:
-    """Train a fresh `recipe.size` model on the source domain with L_sup only, with the
-    teacher's optimiser settings (stage `stage`, logged under out_dir/stage)."""
-    source = CocoInstanceDataset(source_annotations)
+    """Train a fresh `recipe.size` model on `annotations` (the recipe's split) with L_sup
+    only, with the teacher's optimiser settings (stage `stage`, logged under out_dir/stage)."""
+    dataset = CocoInstanceDataset(annotations)
     cfg = apply_overrides(cfg, [f"teacher.batch_size={recipe.batch_size}"])
     cfg = replace(cfg, run=replace(cfg.run, seed=recipe.seed))
     torch.manual_seed(recipe.seed)
-    model = build_student(recipe.size, len(source.categories))
-    stages = CastStages(cfg, ExperimentData(source, None, None), out_dir, progress=progress)
+    model = build_student(recipe.size, len(dataset.categories))
+    stages = CastStages(cfg, ExperimentData(dataset, None, None), out_dir, progress=progress)
     stages.train(stage, model, StageWeights(0.0, 0.0), steps=recipe.steps, teacher=True)
     return model
 
 
-def source_teacher(
+def stand_in_teacher(
     recipe: TeacherRecipe,
     world_spec: WorldSpec,
     world: dict[str, Path],
@@ -89,14 +92,14 @@ def source_teacher(
         if path.is_file():
             loaded = load_checkpoint(path)
             if loaded.extra.get("fingerprint") == fingerprint:
-                print(f"Using the source-pretrained stand-in teacher {where} {path}")
+                print(f"Using the pretrained stand-in teacher {where} {path}")
                 return loaded.model.float().train()
     print(
-        f"Pretraining the stand-in teacher on the source domain ({recipe.steps} steps); "
+        f"Pretraining the stand-in teacher on {recipe.split} ({recipe.steps} steps); "
         f"it is cached in {cache} for the next run"
     )
-    teacher = pretrain_on_source(recipe, world["source_train"], cfg, out_dir, progress=progress)
-    categories = CocoInstanceDataset(world["source_train"]).categories
+    teacher = pretrain_stand_in(recipe, world[recipe.split], cfg, out_dir, progress=progress)
+    categories = CocoInstanceDataset(world[recipe.split]).categories
     save_checkpoint(
         cache,
         teacher,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from castseg.data.synthetic import generate_world
 from castseg.demo_plan import FULL, demo_config
-from castseg.demo_teacher import SHIPPED_TEACHER, source_teacher, write_half_precision
+from castseg.demo_teacher import SHIPPED_TEACHER, stand_in_teacher, write_half_precision
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     world = generate_world(args.out / "world", FULL.world)
     cfg = demo_config(args.out, world, FULL, [])
     start = time.perf_counter()
-    source_teacher(FULL.teacher, FULL.world, world, cfg, args.out)
+    stand_in_teacher(FULL.teacher, FULL.world, world, cfg, args.out)
     print(f"pretrained in {time.perf_counter() - start:.0f} s")
     write_half_precision(args.out / "teacher_source.pt", SHIPPED_TEACHER)
     print(f"wrote {SHIPPED_TEACHER} ({SHIPPED_TEACHER.stat().st_size / 2**20:.1f} MiB)")

@@ -15,7 +15,7 @@ from castseg.demo_encoder import (
     SHIPPED_ENCODER,
     folder_fingerprint,
     save_dinov2_folder,
-    source_encoder,
+    stand_in_encoder,
 )
 from castseg.demo_plan import FULL
 from castseg.models.student import build_student
@@ -76,9 +76,9 @@ def test_a_stale_cache_is_pretrained_again(tmp_path, synthetic_world, encoder_fo
         (cache / item.name).write_bytes(item.read_bytes())
     world = {"source_train": synthetic_world["source_train"]}
     cfg = demo_config(tmp_path, synthetic_world, SMOKE, ["data.image_size=[56,56]"])
-    path = source_encoder(SMOKE.encoder, SMOKE.world, world, cfg, tmp_path, progress=False)
+    path = stand_in_encoder(SMOKE.encoder, SMOKE.world, world, cfg, tmp_path, progress=False)
     assert path == cache
     assert "Pretraining the stand-in encoder" in capsys.readouterr().out
     assert folder_fingerprint(cache) == SMOKE.encoder.fingerprint(SMOKE.world)
-    assert source_encoder(SMOKE.encoder, SMOKE.world, world, cfg, tmp_path) == cache
+    assert stand_in_encoder(SMOKE.encoder, SMOKE.world, world, cfg, tmp_path) == cache
     assert "cached in" in capsys.readouterr().out

@@ -1,10 +1,11 @@
 """`castseg demo`: all three CAST stages, end to end, on the embedded synthetic world (CPU).
 
 The demo's teacher stands in for a vision foundation model: a larger model of the student's
-family, pretrained on the world's *source* domain only, then adapted to the *target* domain by
-CAST stage 1. It is not MM-Grounding-DINO + SAM2. The student's encoder starts from a stand-in for
-DINOv2 pretraining: a tiny encoder pretrained on the source domain only, which the CAST student
-and the supervised-only baseline share. The plans and config live in `castseg.demo_plan`.
+family, pretrained on the world's *broad* domain (varied appearances, never a target image), then
+adapted to the *target* domain by CAST stage 1. It is not MM-Grounding-DINO + SAM2. The
+student's encoder starts from a stand-in for DINOv2 pretraining: a tiny encoder pretrained on the
+source domain only, which the CAST student and the supervised-only baseline share. The plans and
+config live in `castseg.demo_plan`.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from castseg.config import apply_overrides
     from castseg.data.synthetic import generate_world, holds_world
-    from castseg.demo_encoder import source_encoder
+    from castseg.demo_encoder import stand_in_encoder
     from castseg.demo_plan import FULL, SMOKE, STAND_IN, demo_config
-    from castseg.demo_teacher import source_teacher
+    from castseg.demo_teacher import stand_in_teacher
     from castseg.pipeline.experiment_data import load_experiment_data
     from castseg.pipeline.pipeline import CastPipeline
     from castseg.result_tables import format_console_table, format_pseudo_label_console
@@ -58,11 +59,13 @@ def run(args: argparse.Namespace) -> int:
     apply_compute_settings(cfg.run)
     print(STAND_IN)
     if cfg.student.encoder == "auto":  # unless the user chose an encoder with --set
-        encoder = source_encoder(plan.encoder, plan.world, world, cfg, out, progress=progress)
+        encoder = stand_in_encoder(plan.encoder, plan.world, world, cfg, out, progress=progress)
         cfg = apply_overrides(cfg, [f"student.encoder={encoder}"])
-    teacher = source_teacher(plan.teacher, plan.world, world, cfg, out, progress=progress)
+    teacher = stand_in_teacher(plan.teacher, plan.world, world, cfg, out, progress=progress)
     data = load_experiment_data(cfg.data, progress=progress)
-    pipeline = CastPipeline(cfg, data, out, progress=progress, restart=args.restart)
+    pipeline = CastPipeline(
+        cfg, data, out, progress=progress, restart=args.restart, about=[STAND_IN]
+    )
     outcome = pipeline.run(teacher, baseline=True)
     print()
     print(format_console_table(outcome.rows))

@@ -1,13 +1,13 @@
-"""The embedded synthetic world: procedural instance-segmentation scenes in two domains.
+"""The embedded synthetic world: procedural instance-segmentation scenes in three domains.
 
 Every image holds 2–6 instances of five shape classes. Their radii are 10–22 px at 112 × 112 (the
 visible part of most is 14–30 px on a side): one to two of a ViT's 14-px patches, so a student
-whose features live on the patch grid can tell them apart. A
-class has its own shape, a typical hue and a typical texture, so it can be learned from shape and
-appearance. Instances are painted in
-order and later ones occlude earlier ones; the annotation is the visible mask. Same-class instances
-are often placed next to each other so that they touch or overlap. An instance left with fewer
-than 30 visible pixels (at 112 × 112) is not annotated.
+whose features live on the patch grid can tell them apart. A class has its own shape, a typical
+hue and a typical texture, so it can be learned from shape and appearance (the painting is in
+`castseg.data.synthetic_style`). Instances are painted in order and later ones occlude earlier
+ones; the annotation is the visible mask. Same-class instances are often placed next to each
+other so that they touch or overlap. An instance left with fewer than 30 visible pixels (at
+112 × 112) is not annotated.
 
 The `target` domain differs from `source` in appearance only: palette (hue shift, lower
 saturation), texture contrast and stripe frequency, blur and noise, and a darker, blotchy
@@ -15,13 +15,16 @@ background with distractor shapes that are not instances. Shapes, sizes and layo
 the same distributions in both domains, and class hues stay recognisable, so a model trained on
 `source` transfers only partially to `target`.
 
+The `broad` domain stands in for the varied data a foundation model is pretrained on: each image
+draws every appearance setting on its own, uniformly between its `source` and its `target` value,
+so broad images cover the gap between the domains without being target images.
+
 `generate_world` writes each split as a COCO dataset: `<out>/<split>/images/*.png` and
 `<out>/<split>/instances.json` (RLE masks), plus `<out>/world.json` recording the spec.
 """
 
 from __future__ import annotations
 
-import colorsys
 import json
 import re
 import shutil
@@ -35,8 +38,16 @@ from numpy.random import Generator
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-CLASS_NAMES = ("disc", "box", "triangle", "ring", "cross")
-CLASS_HUES = (0.0, 0.60, 0.33, 0.12, 0.80)  # HSV hue in [0, 1) of each class in the source domain
+from castseg.data.synthetic_style import (
+    CLASS_NAMES,
+    SHAPES,
+    background,
+    blur,
+    domain_style,
+    draw_distractor,
+    instance_colour,
+)
+
 MIN_INSTANCES, MAX_INSTANCES = 2, 6
 WORLD_FILE = "world.json"
 GENERATOR_VERSION = 2
@@ -44,60 +55,15 @@ _REFERENCE_SIDE = 112  # sizes below are in pixels of a 112 × 112 image and sca
 _MIN_VISIBLE_AREA = 30
 _SAME_CLASS_NEIGHBOUR_PROB = 0.4
 _OBJECT_SCALE = 1.4  # radii are 7–16 px × this, in both domains
-Array = np.ndarray
-Shaded = tuple[Array, Array]  # shape mask [H, W] bool, brightness [H, W] float
 
 
-@dataclass(frozen=True)
-class DomainStyle:
-    """How one domain renders its scenes.
-
-    Lengths (stripe_period) are in pixels of a 112-pixel image;
-    saturation and texture_contrast scale the class colours and textures; background_blotches is
-    the amplitude of low-frequency background noise; noise_std that of per-pixel noise.
-    """
-
-    hue_shift: float
-    saturation: float
-    texture_contrast: float
-    stripe_period: float
-    background_rgb: tuple[float, float, float]
-    background_blotches: float
-    clutter: tuple[int, int]  # inclusive range of distractor shapes per image
-    blur_passes: int
-    noise_std: float
-
-
-DOMAIN_STYLES = {
-    "source": DomainStyle(
-        hue_shift=0.0,
-        saturation=1.0,
-        texture_contrast=1.0,
-        stripe_period=6.0,
-        background_rgb=(0.82, 0.80, 0.74),
-        background_blotches=0.04,
-        clutter=(0, 2),
-        blur_passes=0,
-        noise_std=0.02,
-    ),
-    "target": DomainStyle(
-        hue_shift=0.06,
-        saturation=0.75,
-        texture_contrast=0.6,
-        stripe_period=3.5,
-        background_rgb=(0.36, 0.38, 0.42),
-        background_blotches=0.15,
-        clutter=(1, 4),
-        blur_passes=1,
-        noise_std=0.06,
-    ),
-}
 DEFAULT_COUNTS = {"source_train": 120, "source_val": 30, "target_train": 120, "target_val": 30}
 
 
 @dataclass(frozen=True)
 class WorldSpec:
-    """What to generate. A split named `<domain>_<name>` is drawn from that domain's style.
+    """What to generate. A split named `<domain>_<name>` is drawn from that domain's style
+    (`source`, `target` or `broad`).
 
     image_size: (H, W). counts: images per split.
     """
@@ -112,9 +78,9 @@ class WorldSpec:
         if len(self.image_size) != 2 or min(self.image_size) < 32:
             raise ValueError(f"image_size must be (H, W) with H, W >= 32, got {self.image_size}")
         for split, count in self.counts.items():
-            if not re.fullmatch(r"(source|target)_[a-z0-9_]+", split):
+            if not re.fullmatch(r"(source|target|broad)_[a-z0-9_]+", split):
                 raise ValueError(
-                    f"split names must look like source_<name> or target_<name> "
+                    f"split names must look like source_<name>, target_<name> or broad_<name> "
                     f"(lowercase, digits, _), got {split!r}"
                 )
             if count < 0:
@@ -169,13 +135,13 @@ def render_scene(
     Returns image [H, W, 3] uint8, visible masks [M, H, W] bool and labels [M] (indices into
     CLASS_NAMES), with MIN_INSTANCES <= M <= MAX_INSTANCES.
     """
-    style = DOMAIN_STYLES[domain]
+    style = domain_style(rng, domain)
     height, width = image_size
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
     unit = min(height, width) / _REFERENCE_SIDE
-    backdrop = _background(rng, yy, xx, style)
+    backdrop = background(rng, yy, xx, style)
     for _ in range(rng.integers(style.clutter[0], style.clutter[1] + 1)):
-        _draw_distractor(rng, backdrop, yy, xx, unit)
+        draw_distractor(rng, backdrop, yy, xx, unit)
     min_area = _MIN_VISIBLE_AREA * height * width / _REFERENCE_SIDE**2
     while True:  # redraw the instances until enough of them stay visible
         canvas = backdrop.copy()
@@ -188,9 +154,9 @@ def render_scene(
             dy, dx = yy - cy, xx - cx
             u = dx * np.cos(angle) + dy * np.sin(angle)
             v = -dx * np.sin(angle) + dy * np.cos(angle)
-            mask, shade = _SHAPES[label](rng, u, v, radius, style.stripe_period * unit)
+            mask, shade = SHAPES[label](rng, u, v, radius, style.stripe_period * unit)
             shade = 1.0 + style.texture_contrast * (shade - 1.0)
-            canvas[mask] = _instance_colour(rng, label, style) * shade[mask][:, None]
+            canvas[mask] = instance_colour(rng, label, style) * shade[mask][:, None]
             owner[mask] = i
             labels.append(label)
             placed.append((cy, cx, radius))
@@ -198,7 +164,7 @@ def render_scene(
         keep = masks.sum(axis=(1, 2)) >= min_area
         if keep.sum() >= MIN_INSTANCES:
             break
-    canvas = _blur(canvas, style.blur_passes)
+    canvas = blur(canvas, style.blur_passes)
     canvas += rng.normal(0.0, style.noise_std, canvas.shape)
     image = np.round(np.clip(canvas, 0.0, 1.0) * 255).astype(np.uint8)
     return image, masks[keep], np.asarray(labels)[keep]
@@ -230,101 +196,6 @@ def _place(
     label = int(rng.integers(len(CLASS_NAMES)))
     margin = 0.2 * radius
     return label, rng.uniform(margin, height - margin), rng.uniform(margin, width - margin), radius
-
-
-def _disc(rng: Generator, u: Array, v: Array, radius: float, period: float) -> Shaded:
-    """Ellipse with sphere-like radial shading."""
-    e = (u / radius) ** 2 + (v / (radius * rng.uniform(0.8, 1.0))) ** 2
-    return e <= 1.0, 1.15 - 0.45 * e
-
-
-def _box(rng: Generator, u: Array, v: Array, radius: float, period: float) -> Shaded:
-    """Rectangle with stripes."""
-    half_v = 0.9 * radius * rng.uniform(0.55, 1.0)
-    mask = (np.abs(u) <= 0.9 * radius) & (np.abs(v) <= half_v)
-    return mask, 0.9 + 0.2 * np.sign(np.sin(2 * np.pi * u / period))
-
-
-def _triangle(rng: Generator, u: Array, v: Array, radius: float, period: float) -> Shaded:
-    """Equilateral triangle (circumradius `radius`) with a linear gradient."""
-    normals = np.pi / 2 + np.arange(3) * 2 * np.pi / 3
-    mask = np.ones(u.shape, dtype=bool)
-    for normal in normals:
-        mask &= u * np.cos(normal) + v * np.sin(normal) <= radius / 2
-    return mask, 0.95 + 0.3 * v / radius
-
-
-def _ring(rng: Generator, u: Array, v: Array, radius: float, period: float) -> Shaded:
-    """Annulus with eight alternating light and dark sectors."""
-    d = np.hypot(u, v)
-    mask = (d <= radius) & (d >= radius * rng.uniform(0.45, 0.6))
-    sector = np.floor((np.arctan2(v, u) + np.pi) * 4 / np.pi) % 2
-    return mask, 0.85 + 0.3 * sector
-
-
-def _cross(rng: Generator, u: Array, v: Array, radius: float, period: float) -> Shaded:
-    """Plus sign with speckle."""
-    arm = 0.32 * radius
-    au, av = np.abs(u), np.abs(v)
-    mask = ((au <= arm) & (av <= radius)) | ((au <= radius) & (av <= arm))
-    return mask, 0.8 + 0.4 * rng.random(u.shape)
-
-
-_SHAPES = (_disc, _box, _triangle, _ring, _cross)  # aligned with CLASS_NAMES
-
-
-def _instance_colour(rng: Generator, label: int, style: DomainStyle) -> np.ndarray:
-    hue = (CLASS_HUES[label] + style.hue_shift + rng.normal(0.0, 0.02)) % 1.0
-    saturation = style.saturation * rng.uniform(0.6, 0.9)
-    return np.asarray(colorsys.hsv_to_rgb(hue, saturation, rng.uniform(0.6, 0.9)))
-
-
-def _background(rng: Generator, yy: Array, xx: Array, style: DomainStyle) -> np.ndarray:
-    """Base colour with a linear gradient and low-frequency blotches, [H, W, 3] float."""
-    direction = rng.uniform(0, 2 * np.pi)
-    ramp = (np.cos(direction) * xx + np.sin(direction) * yy) / max(yy.shape)
-    blotches = _smooth_noise(rng, yy.shape, cells=6) - 0.5
-    base = np.asarray(style.background_rgb) * rng.uniform(0.9, 1.1, 3)
-    light = 0.08 * (ramp - 0.5) + 2 * style.background_blotches * blotches
-    return base[None, None] + light[..., None]
-
-
-def _smooth_noise(rng: Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
-    """Bilinearly upsampled uniform noise on a (cells+1)² grid, [H, W] in [0, 1]."""
-    coarse = rng.random((cells + 1, cells + 1))
-    ys, xs = np.linspace(0, cells, shape[0]), np.linspace(0, cells, shape[1])
-    y0, x0 = np.minimum(ys.astype(int), cells - 1), np.minimum(xs.astype(int), cells - 1)
-    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
-    top = coarse[y0][:, x0] * (1 - fx) + coarse[y0][:, x0 + 1] * fx
-    bottom = coarse[y0 + 1][:, x0] * (1 - fx) + coarse[y0 + 1][:, x0 + 1] * fx
-    return top * (1 - fy) + bottom * fy
-
-
-def _draw_distractor(rng: Generator, canvas: Array, yy: Array, xx: Array, unit: float) -> None:
-    """Paint a greyish stroke or blob that is not an instance."""
-    height, width = yy.shape
-    colour = np.asarray(
-        colorsys.hsv_to_rgb(rng.random(), rng.uniform(0, 0.15), rng.uniform(0.2, 1))
-    )
-    y0, x0 = rng.uniform(0, height), rng.uniform(0, width)
-    if rng.random() < 0.5:
-        length, direction = rng.uniform(10, 40) * unit, rng.uniform(0, 2 * np.pi)
-        ey, ex = length * np.sin(direction), length * np.cos(direction)
-        t = np.clip(((yy - y0) * ey + (xx - x0) * ex) / length**2, 0.0, 1.0)
-        mask = np.hypot(yy - y0 - t * ey, xx - x0 - t * ex) <= rng.uniform(0.7, 1.6) * unit
-    else:
-        mask = np.hypot(yy - y0, xx - x0) <= rng.uniform(2, 5) * unit
-    canvas[mask] = colour
-
-
-def _blur(image: np.ndarray, passes: int) -> np.ndarray:
-    """Separable [1, 2, 1] / 4 smoothing of [H, W, 3], repeated `passes` times."""
-    for _ in range(passes):
-        for axis in (0, 1):
-            padded = np.pad(image, [(1, 1) if a == axis else (0, 0) for a in range(3)], "edge")
-            lo, mid, hi = (np.take(padded, range(k, k + image.shape[axis]), axis) for k in range(3))
-            image = 0.25 * lo + 0.5 * mid + 0.25 * hi
-    return image
 
 
 def _write_split(split_dir: Path, split: str, count: int, spec: WorldSpec) -> None:

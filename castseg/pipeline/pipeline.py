@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,8 +93,10 @@ class CastPipeline:
         *,
         progress: bool = True,
         restart: bool = False,
+        about: Sequence[str] = (),
     ) -> None:
         self.cfg = cfg
+        self.about = list(about)  # sentences that open report.md's story (what the models are)
         self.data = data
         self.out_dir = out_dir
         self.progress = progress
@@ -359,11 +361,14 @@ class CastPipeline:
             predictions_png=samples,
             config=config_to_dict(self.cfg),
             notes=self.data_notes(),
-            story=narrative(
-                self.outcome.rows,
-                resumed=self.resumed,
-                predictions_of=None if samples is None else f"the final {CAST_STUDENT}",
-            ),
+            story=[
+                *self.about,
+                *narrative(
+                    self.outcome.rows,
+                    resumed=self.resumed,
+                    predictions_of=None if samples is None else f"the final {CAST_STUDENT}",
+                ),
+            ],
             pseudo_labels=self.outcome.pseudo_labels,
             pseudo_label_png=save_pseudo_label_samples(
                 self.out_dir, self.data.unlabeled, self.out_dir / "pseudo_labels.png"

@@ -52,8 +52,8 @@ def test_demo_smoke_end_to_end(tmp_path, capsys):
     # the whole table.
     assert main(["demo", "--smoke", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "Using the source-pretrained stand-in teacher cached in" in printed
-    assert "Using the source-pretrained stand-in encoder cached in" in printed
+    assert "Using the pretrained stand-in teacher cached in" in printed
+    assert "Using the pretrained stand-in encoder cached in" in printed
     assert "Reusing the synthetic world" in printed and "Generating" not in printed
     for stage in ("teacher_zero_shot", "teacher_selftrain", "refine", "supervised_baseline"):
         assert f"Stage {stage} finished in an earlier run" in printed, stage
