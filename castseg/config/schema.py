@@ -205,6 +205,10 @@ class StudentConfig:
     batch_size: int = _key(8, STUDENT, _POSITIVE)
     distill_iters: int = _key(90000, STUDENT, _NON_NEGATIVE)
     refine_iters: int = _key(2000, STUDENT, _NON_NEGATIVE)
+    # Refinement's learning rates are lr_encoder and lr_decoder times this. The paper gives none of
+    # its own; restarting a trained student at the full rates, with a fresh AdamW, undoes part of
+    # what it learned (BENCHMARKS.md, "Student refinement").
+    refine_lr_scale: float = _key(0.1, STUDENT, _POSITIVE)
 
 
 @dataclass(frozen=True)

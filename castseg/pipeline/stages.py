@@ -73,8 +73,10 @@ class CastStages:
         steps: int,
         teacher: bool,
         pseudo_labeled: PseudoLabeledDataset | None = None,
+        lr_scale: float = 1.0,
     ) -> StageRun:
-        """One stage of J on `model` in place, with the teacher's or the student's settings."""
+        """One stage of J on `model` in place, with the teacher's or the student's settings
+        (their learning rates times `lr_scale`)."""
         if teacher:
             optim = OptimSettings.for_teacher(self.cfg.teacher)
             batch_size = self.cfg.teacher.batch_size
@@ -83,6 +85,7 @@ class CastStages:
             optim = OptimSettings.for_student(self.cfg.student)
             batch_size = self.cfg.student.batch_size
             contrastive = self.cfg.contrastive
+        optim = optim.scaled(lr_scale)
         run = train_stage(
             name,
             model,
@@ -172,11 +175,13 @@ class CastStages:
         )
 
     def student_refinement(self, student: nn.Module) -> StageRun:
-        """Stage 3: labeled data only, λ_semi = λ_pxl = 0."""
+        """Stage 3: labeled data only, λ_semi = λ_pxl = 0, at `student.refine_lr_scale` times the
+        student's learning rates."""
         return self.train(
             REFINE.name,
             student,
             StageWeights(0.0, 0.0),
             steps=self.cfg.student.refine_iters,
             teacher=REFINE.teacher,
+            lr_scale=self.cfg.student.refine_lr_scale,
         )

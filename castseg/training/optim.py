@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -51,6 +51,10 @@ class OptimSettings:
             milestones=tuple(cfg.milestones),
             gamma=cfg.gamma,
         )
+
+    def scaled(self, factor: float) -> OptimSettings:
+        """The same settings with every learning rate times `factor`."""
+        return replace(self, lr={name: lr * factor for name, lr in self.lr.items()})
 
     def schedule_factor(self, steps: int) -> Callable[[int], float]:
         """Multiplier of the base learning rate at each step of a `steps`-long run."""

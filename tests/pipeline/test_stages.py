@@ -52,3 +52,16 @@ def test_stage_one_uses_the_teachers_contrastive_settings(captured, tmp_path):
     run_teacher_and_student_stages(apply_overrides(base, ["contrastive.score=sqrt"]), tmp_path)
     assert captured["teacher_finetune"]["contrastive"].score == "sqrt"  # null: the shared one
     assert captured["refine"]["contrastive"].score == "sqrt"
+
+
+def test_refinement_runs_at_refine_lr_scale_times_the_students_rates(captured, tmp_path):
+    base = config_from_dict({"data": {"labeled_annotations": "a.json"}})
+    cfg = apply_overrides(
+        base, ["student.lr_encoder=2e-4", "student.lr_decoder=1e-3", "student.refine_lr_scale=0.25"]
+    )
+    data = SimpleNamespace(labeled=[], categories=[{"id": 1, "name": "disc"}])
+    cast = CastStages(cfg, data, tmp_path, progress=False)
+    cast.student_refinement(nn.Linear(1, 1))
+    cast.train("distill", nn.Linear(1, 1), stages.StageWeights(1.0, 0.2), steps=1, teacher=False)
+    assert captured["refine"]["optim"].lr == pytest.approx({"encoder": 5e-5, "decoder": 2.5e-4})
+    assert captured["distill"]["optim"].lr == pytest.approx({"encoder": 2e-4, "decoder": 1e-3})

@@ -1,5 +1,7 @@
 """Optimiser groups and schedules of Table 8."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -42,3 +44,10 @@ def test_missing_group_learning_rate_is_an_error():
     )
     with pytest.raises(ValueError, match="decoder"):
         build_optimizer(groups(), settings, steps=10)
+
+
+def test_scaled_settings_multiply_every_learning_rate_and_keep_the_rest():
+    settings = OptimSettings.for_student(StudentConfig(lr_encoder=2e-4, lr_decoder=1e-3))
+    scaled = settings.scaled(0.1)
+    assert scaled.lr == pytest.approx({"encoder": 2e-5, "decoder": 1e-4})
+    assert dataclasses.replace(scaled, lr=settings.lr) == settings
