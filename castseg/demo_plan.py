@@ -41,7 +41,7 @@ class DemoPlan:
 FULL = DemoPlan(
     counts={"source_train": 240, "broad_train": 480, "target_train": 240, "target_val": 60},
     labeled=24,
-    teacher=TeacherRecipe(split="broad_train"),
+    teacher=TeacherRecipe(steps=1200, split="broad_train"),
     encoder=encoder_recipe(),
 )
 SMOKE = DemoPlan(

@@ -16,8 +16,9 @@ the same distributions in both domains, and class hues stay recognisable, so a m
 `source` transfers only partially to `target`.
 
 The `broad` domain stands in for the varied data a foundation model is pretrained on: each image
-draws every appearance setting on its own, uniformly between its `source` and its `target` value,
-so broad images cover the gap between the domains without being target images.
+draws every appearance setting on its own, uniformly from its `source` value to 60 % of the way
+to its `target` value (`synthetic_style.BROAD_REACH`), so broad images reach toward the target's
+look without covering it.
 
 `generate_world` writes each split as a COCO dataset: `<out>/<split>/images/*.png` and
 `<out>/<split>/instances.json` (RLE masks), plus `<out>/world.json` recording the spec.
@@ -50,7 +51,7 @@ from castseg.data.synthetic_style import (
 
 MIN_INSTANCES, MAX_INSTANCES = 2, 6
 WORLD_FILE = "world.json"
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 _REFERENCE_SIDE = 112  # sizes below are in pixels of a 112 × 112 image and scale with the image
 _MIN_VISIBLE_AREA = 30
 _SAME_CLASS_NEIGHBOUR_PROB = 0.4

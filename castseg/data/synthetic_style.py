@@ -14,6 +14,9 @@ from numpy.random import Generator
 
 CLASS_NAMES = ("disc", "box", "triangle", "ring", "cross")
 CLASS_HUES = (0.0, 0.60, 0.33, 0.12, 0.80)  # HSV hue in [0, 1) of each class in the source domain
+# How far toward the target's appearance the broad domain reaches, per setting: 1 would cover the
+# target's look, and its stand-in teacher would start where adaptation should bring it.
+BROAD_REACH = 0.6
 Array = np.ndarray
 Shaded = tuple[Array, Array]  # shape mask [H, W] bool, brightness [H, W] float
 
@@ -70,27 +73,30 @@ def domain_style(rng: Generator, domain: str) -> DomainStyle:
 
 
 def _broad_style(rng: Generator) -> DomainStyle:
-    """A `broad` image's style: each setting drawn on its own between source and target."""
+    """A `broad` image's style: each setting drawn on its own, uniformly between its source value
+    and BROAD_REACH of the way to its target value (blur with probability BROAD_REACH)."""
     source, target = DOMAIN_STYLES["source"], DOMAIN_STYLES["target"]
 
-    def between(a: float, b: float) -> float:
-        return a + rng.random() * (b - a)
+    def toward(a: float, b: float, t: float) -> float:
+        return a + t * BROAD_REACH * (b - a)
+
+    def drawn(a: float, b: float) -> float:
+        return toward(a, b, rng.random())
 
     shade = rng.random()  # one draw for the background colour, so it stays a grey
-
     return DomainStyle(
-        hue_shift=between(source.hue_shift, target.hue_shift),
-        saturation=between(source.saturation, target.saturation),
-        texture_contrast=between(source.texture_contrast, target.texture_contrast),
-        stripe_period=between(source.stripe_period, target.stripe_period),
+        hue_shift=drawn(source.hue_shift, target.hue_shift),
+        saturation=drawn(source.saturation, target.saturation),
+        texture_contrast=drawn(source.texture_contrast, target.texture_contrast),
+        stripe_period=drawn(source.stripe_period, target.stripe_period),
         background_rgb=tuple(
-            a + shade * (b - a)
+            toward(a, b, shade)
             for a, b in zip(source.background_rgb, target.background_rgb, strict=True)
         ),
-        background_blotches=between(source.background_blotches, target.background_blotches),
-        clutter=(source.clutter[0], target.clutter[1]),
-        blur_passes=int(rng.integers(source.blur_passes, target.blur_passes + 1)),
-        noise_std=between(source.noise_std, target.noise_std),
+        background_blotches=drawn(source.background_blotches, target.background_blotches),
+        clutter=(source.clutter[0], round(toward(source.clutter[1], target.clutter[1], 1.0))),
+        blur_passes=int(rng.random() < BROAD_REACH),
+        noise_std=drawn(source.noise_std, target.noise_std),
     )
 
 
