@@ -87,8 +87,8 @@ def test_check_passes_every_shipped_config_on_data_where_it_looks(name, world, m
     if name == "demo":
         assert "data: 24 labeled, 2 unlabeled, 2 val images; 5 classes" in printed
         assert "teacher: student_family, loads" in printed
-        assert "100 steps × 4 labeled images" in printed  # teacher.finetune_iters, batch_size
-        assert "700 steps × 4 labeled + 4 pseudo-labeled images" in printed  # distill
+        assert "50 steps × 4 labeled images" in printed  # teacher.finetune_iters, batch_size
+        assert "1100 steps × 4 labeled + 4 pseudo-labeled images" in printed  # distill
     else:
         assert "1000 steps × 4 labeled images" in printed  # the paper's teacher fine-tuning
     # check trains nothing and writes no run state (the demo's run folder holds its world)
